@@ -1,0 +1,85 @@
+"""Config loading: types, ranges, unknown keys and overrides fail with the dotted key."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from src.config import ConfigError, config_from_dict, load_config, parse_overrides
+
+BASE = {"data": {"csv": "x.csv", "image_root": ".", "label_columns": ["a"]}}
+
+
+def with_value(key: str, value) -> dict:
+    raw = yaml.safe_load(yaml.safe_dump(BASE))
+    node = raw
+    *parents, last = key.split(".")
+    for p in parents:
+        node = node.setdefault(p, {})
+    node[last] = value
+    return raw
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("optim.lr", "fast", "optim.lr: expected a float, got 'fast'"),
+        ("optim.lr", -1e-3, "optim.lr: must be positive"),
+        ("train.epochs", 0, "train.epochs: must be >= 1"),
+        ("train.epochs", 2.5, "train.epochs: expected an integer"),
+        ("train.batch_size", "eight", "train.batch_size: expected an integer"),
+        ("train.accumulate", 0, "train.accumulate: must be >= 1"),
+        ("data.cache", "gpu", "data.cache: expected one of"),
+        ("data.spatial_size", [64], "data.spatial_size: needs 2 (2D) or 3 (3D) sizes"),
+        ("data.spacing", [1.0, 1.0], "data.spacing: needs 3 values"),
+        ("data.split.val_fraction", 1.5, "data.split.val_fraction: must be in [0, 1)"),
+        ("data.augment.flip_prob", 2, "data.augment.flip_prob: must be a probability"),
+        ("train.lr", 0.1, "train.lr: unknown key"),
+        ("model.nam", "resnet3d", "model.nam: unknown key"),
+        ("train.monitor", "auc", "train.monitor: must name a logged metric"),
+        ("train.pos_weight", "yes", "train.pos_weight: expected true or false"),
+        ("optim.betas", [0.9], "optim.betas: two in [0, 1)"),
+        ("train.device", "tpu", "train.device: expected auto, cpu or cuda"),
+    ],
+)
+def test_bad_value_names_the_key(key, value, expected):
+    with pytest.raises(ConfigError) as err:
+        config_from_dict(with_value(key, value))
+    assert expected in str(err.value)
+
+
+def test_missing_required_keys_are_named():
+    with pytest.raises(ConfigError, match=r"data\.csv: is required"):
+        config_from_dict({})
+
+
+def test_yaml_float_without_dot_is_accepted():
+    # PyYAML reads 3e-4 as a string; a float field must still take it.
+    cfg = config_from_dict(with_value("optim.lr", "3e-4"))
+    assert cfg.optim.lr == pytest.approx(3e-4)
+
+
+def test_overrides_use_dotted_keys(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(BASE))
+    cfg = load_config(path, ["optim.lr=3e-4", "train.epochs=20", "data.spatial_size=[32,32,16]"])
+    assert cfg.optim.lr == pytest.approx(3e-4)
+    assert cfg.train.epochs == 20
+    assert cfg.data.spatial_size == [32, 32, 16]
+    with pytest.raises(ConfigError, match=r"train\.epochs: expected an integer"):
+        load_config(path, ["train.epochs=many"])
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        parse_overrides(["train.epochs"])
+
+
+def test_yaml_syntax_error_names_file_and_line(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("data:\n  csv: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"broken\.yaml line \d+: YAML syntax error"):
+        load_config(path)
+
+
+def test_shipped_configs_load():
+    for name in ("configs/ct.yaml", "configs/ct_rate.yaml"):
+        cfg = load_config(name)
+        assert cfg.data.label_columns
