@@ -1,0 +1,60 @@
+"""Shared fixtures: a tiny phantom CT set (made once per session) and a config that trains on
+it in seconds."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from src.config import Config, config_from_dict
+from src.data.phantom import FINDINGS, generate_phantom_ct
+
+os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+@pytest.fixture(scope="session")
+def tiny_phantom(tmp_path_factory) -> Path:
+    """12 patients (~20 scans) of phantom CT; returns the folder."""
+    root = tmp_path_factory.mktemp("phantom") / "ct"
+    generate_phantom_ct(root, n_patients=12, seed=3, progress=False)
+    return root
+
+
+def tiny_raw_config(root: Path, out: Path) -> dict:
+    """A config dict that trains a very small 3D ResNet on the tiny phantom in seconds."""
+    return {
+        "data": {
+            "csv": str(root / "labels.csv"),
+            "image_root": str(root),
+            "label_columns": list(FINDINGS),
+            "spacing": [12.0, 12.0, 12.0],
+            "spatial_size": [24, 24, 16],
+            "cache": "ram",
+            "cache_dir": str(out / "cache"),
+            "split": {"val_fraction": 0.25, "test_fraction": 0.0, "seed": 0},
+        },
+        "model": {
+            "name": "resnet3d",
+            "params": {"depth": 10, "widths": [4, 8, 8, 8], "conv1_kernel": 3},
+        },
+        "optim": {"lr": 1.0e-3, "warmup_epochs": 0},
+        "train": {"epochs": 2, "batch_size": 4, "num_workers": 0, "threads": 1, "patience": 5},
+        "logging": {
+            "output_dir": str(out / "runs"),
+            "progress": False,
+            "wandb": {"mode": "disabled"},
+        },
+    }
+
+
+@pytest.fixture
+def tiny_config(tiny_phantom, tmp_path) -> tuple[Config, Path]:
+    """(Config, path of the same config as YAML) for a seconds-long training run."""
+    raw = tiny_raw_config(tiny_phantom, tmp_path)
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return config_from_dict(raw), path
