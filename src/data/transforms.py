@@ -1,0 +1,116 @@
+"""The two transform builders: fixed preprocessing (cached) and random augmentation (every epoch).
+
+``build_preprocessing`` turns a file path into a fixed-size tensor and is deterministic, so
+its output can be cached on disk or in RAM. ``build_augmentation`` runs after the caches and
+draws new random numbers each epoch. ``preprocessing_key`` hashes every setting that changes
+the preprocessing output; the disk cache lives in a folder named by it, so a changed
+transform never reuses a stale cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from typing import Any
+
+import torch
+from monai.transforms import (
+    CastToTyped,
+    Compose,
+    EnsureTyped,
+    LoadImaged,
+    Orientationd,
+    RandAffined,
+    RandFlipd,
+    RandGaussianNoised,
+    RandScaleIntensityd,
+    RandShiftIntensityd,
+    Resized,
+    ResizeWithPadOrCropd,
+    ScaleIntensityRanged,
+    Spacingd,
+)
+
+from src.config import Config
+
+# Bump when the preprocessing code changes in a way the settings below do not capture.
+PREPROCESSING_VERSION = 1
+_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+
+
+def preprocessing_settings(cfg: Config) -> dict[str, Any]:
+    """Every setting that the output of ``build_preprocessing`` depends on."""
+    d = cfg.data
+    return {
+        "version": PREPROCESSING_VERSION,
+        "spatial_size": list(d.spatial_size),
+        "spacing": list(d.spacing),
+        "resize_mode": d.resize_mode,
+        "orientation": d.orientation,
+        "intensity": [d.intensity_min, d.intensity_max],
+        "dtype": d.cache_dtype,
+    }
+
+
+def preprocessing_key(cfg: Config) -> str:
+    """A short hash of ``preprocessing_settings``: the disk cache folder's name."""
+    text = json.dumps(preprocessing_settings(cfg), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def build_preprocessing(cfg: Config) -> Compose:
+    """Deterministic: load, channel-first, orient, resample, window and scale, fix the shape."""
+    d = cfg.data
+    steps: list = [LoadImaged(keys="image", ensure_channel_first=True, image_only=True)]
+    if cfg.spatial_dims == 3 and d.orientation:
+        steps.append(Orientationd(keys="image", axcodes=d.orientation))
+    if d.spacing:
+        steps.append(Spacingd(keys="image", pixdim=d.spacing, mode="bilinear"))
+    steps.append(
+        ScaleIntensityRanged(
+            keys="image", a_min=d.intensity_min, a_max=d.intensity_max, b_min=0.0, b_max=1.0,
+            clip=True,
+        )
+    )
+    if d.resize_mode == "resize":
+        steps.append(Resized(keys="image", spatial_size=d.spatial_size, mode="area"))
+    else:
+        steps.append(ResizeWithPadOrCropd(keys="image", spatial_size=d.spatial_size))
+    # Plain tensors (no metadata) keep the caches small; compact dtype on request.
+    steps.append(EnsureTyped(keys="image", dtype=_DTYPES[d.cache_dtype], track_meta=False))
+    return Compose(steps)
+
+
+def build_augmentation(cfg: Config, train: bool = True) -> Compose:
+    """Random augmentation after the caches (train), or only the float32 cast (evaluation)."""
+    steps: list = [CastToTyped(keys="image", dtype=torch.float32)]
+    if not train:
+        return Compose(steps)
+    a, nd = cfg.data.augment, cfg.spatial_dims
+    if a.flip_prob > 0:
+        steps += [RandFlipd(keys="image", prob=a.flip_prob, spatial_axis=ax) for ax in a.flip_axes]
+    if a.affine_prob > 0 and (a.rotate_deg > 0 or a.scale > 0 or a.translate > 0):
+        rot = math.radians(a.rotate_deg)
+        steps.append(
+            RandAffined(
+                keys="image",
+                prob=a.affine_prob,
+                rotate_range=[rot] * (3 if nd == 3 else 1),
+                scale_range=[a.scale] * nd,
+                translate_range=[a.translate * s for s in cfg.data.spatial_size],
+                padding_mode="zeros",
+            )
+        )
+    if a.intensity_prob > 0:
+        if a.intensity_scale > 0:
+            steps.append(
+                RandScaleIntensityd(keys="image", factors=a.intensity_scale, prob=a.intensity_prob)
+            )
+        if a.intensity_shift > 0:
+            steps.append(
+                RandShiftIntensityd(keys="image", offsets=a.intensity_shift, prob=a.intensity_prob)
+            )
+    if a.noise_std > 0:
+        steps.append(RandGaussianNoised(keys="image", prob=0.5, std=a.noise_std))
+    return Compose(steps)
