@@ -1,0 +1,250 @@
+"""MONAI networks registered under one signature. Trained from scratch: no weights download."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from monai.networks.nets import DenseNet, EfficientNetBN, ResNet, ViT
+from torch import nn
+
+from src.models.registry import ModelError, register_model
+
+_RESNET_LAYERS = {
+    10: ("basic", [1, 1, 1, 1]),
+    18: ("basic", [2, 2, 2, 2]),
+    34: ("basic", [3, 4, 6, 3]),
+    50: ("bottleneck", [3, 4, 6, 3]),
+}
+_DENSENET_BLOCKS = {121: (6, 12, 24, 16), 169: (6, 12, 32, 32)}
+
+
+def _need_dims(name: str, spatial_dims: int, expected: int) -> None:
+    if spatial_dims != expected:
+        raise ModelError(
+            f"model.name: {name} is a {expected}D model but data.spatial_size has "
+            f"{spatial_dims} dimensions; pick a {spatial_dims}D model"
+        )
+
+
+def _resnet(
+    spatial_dims: int,
+    in_channels: int,
+    num_classes: int,
+    depth: int = 18,
+    widths: Sequence[int] = (64, 128, 256, 512),
+    conv1_kernel: int = 7,
+    conv1_stride: int = 2,
+    no_max_pool: bool = False,
+    norm: str = "batch",
+    dropout: float = 0.0,
+) -> nn.Module:
+    if depth not in _RESNET_LAYERS:
+        raise ModelError(f"model.params.depth: resnet depth must be one of {list(_RESNET_LAYERS)}")
+    block, layers = _RESNET_LAYERS[depth]
+    net = ResNet(
+        block=block,
+        layers=layers,
+        block_inplanes=list(widths),
+        spatial_dims=spatial_dims,
+        n_input_channels=in_channels,
+        conv1_t_size=conv1_kernel,
+        conv1_t_stride=conv1_stride,
+        no_max_pool=no_max_pool,
+        num_classes=num_classes,
+        norm=norm,
+    )
+    if dropout > 0:
+        net.fc = nn.Sequential(nn.Dropout(dropout), net.fc)
+    return net
+
+
+@register_model("resnet3d")
+def resnet3d(
+    spatial_dims: int,
+    in_channels: int,
+    num_classes: int,
+    image_size: Sequence[int] | None = None,
+    depth: int = 18,
+    widths: Sequence[int] = (64, 128, 256, 512),
+    conv1_kernel: int = 7,
+    conv1_stride: int = 2,
+    no_max_pool: bool = False,
+    norm: str = "batch",
+    dropout: float = 0.0,
+) -> nn.Module:
+    """MONAI ResNet, depth 10/18/34/50; ``widths`` narrows it for CPU-sized runs."""
+    _need_dims("resnet3d", spatial_dims, 3)
+    return _resnet(
+        3,
+        in_channels,
+        num_classes,
+        depth,
+        widths,
+        conv1_kernel,
+        conv1_stride,
+        no_max_pool,
+        norm,
+        dropout,
+    )
+
+
+@register_model("resnet2d")
+def resnet2d(
+    spatial_dims: int,
+    in_channels: int,
+    num_classes: int,
+    image_size: Sequence[int] | None = None,
+    depth: int = 18,
+    widths: Sequence[int] = (64, 128, 256, 512),
+    conv1_kernel: int = 7,
+    conv1_stride: int = 2,
+    no_max_pool: bool = False,
+    norm: str = "batch",
+    dropout: float = 0.0,
+) -> nn.Module:
+    """MONAI ResNet in 2D, depth 10/18/34/50."""
+    _need_dims("resnet2d", spatial_dims, 2)
+    return _resnet(
+        2,
+        in_channels,
+        num_classes,
+        depth,
+        widths,
+        conv1_kernel,
+        conv1_stride,
+        no_max_pool,
+        norm,
+        dropout,
+    )
+
+
+def _densenet(
+    spatial_dims: int,
+    in_channels: int,
+    num_classes: int,
+    image_size: Sequence[int] | None = None,
+    depth: int = 121,
+    init_features: int = 64,
+    growth_rate: int = 32,
+    dropout: float = 0.0,
+) -> nn.Module:
+    if depth not in _DENSENET_BLOCKS:
+        raise ModelError(
+            f"model.params.depth: densenet depth must be one of {list(_DENSENET_BLOCKS)}"
+        )
+    return DenseNet(
+        spatial_dims=spatial_dims,
+        in_channels=in_channels,
+        out_channels=num_classes,
+        init_features=init_features,
+        growth_rate=growth_rate,
+        block_config=_DENSENET_BLOCKS[depth],
+        dropout_prob=dropout,
+    )
+
+
+@register_model("densenet3d")
+def densenet3d(
+    spatial_dims: int,
+    in_channels: int,
+    num_classes: int,
+    image_size: Sequence[int] | None = None,
+    depth: int = 121,
+    init_features: int = 64,
+    growth_rate: int = 32,
+    dropout: float = 0.0,
+) -> nn.Module:
+    """MONAI DenseNet-121/169 in 3D."""
+    _need_dims("densenet3d", spatial_dims, 3)
+    return _densenet(3, in_channels, num_classes, None, depth, init_features, growth_rate, dropout)
+
+
+@register_model("densenet2d")
+def densenet2d(
+    spatial_dims: int,
+    in_channels: int,
+    num_classes: int,
+    image_size: Sequence[int] | None = None,
+    depth: int = 121,
+    init_features: int = 64,
+    growth_rate: int = 32,
+    dropout: float = 0.0,
+) -> nn.Module:
+    """MONAI DenseNet-121/169 in 2D."""
+    _need_dims("densenet2d", spatial_dims, 2)
+    return _densenet(2, in_channels, num_classes, None, depth, init_features, growth_rate, dropout)
+
+
+class ViTClassifier(nn.Module):
+    """MONAI ViT returns (logits, hidden states); this returns the logits only."""
+
+    def __init__(self, vit: ViT):
+        super().__init__()
+        self.vit = vit
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.vit(x)[0]
+
+
+@register_model("vit3d")
+def vit3d(
+    spatial_dims: int,
+    in_channels: int,
+    num_classes: int,
+    image_size: Sequence[int] | None = None,
+    patch_size: int = 16,
+    hidden_size: int = 384,
+    mlp_dim: int = 1536,
+    num_layers: int = 8,
+    num_heads: int = 6,
+    dropout: float = 0.0,
+) -> nn.Module:
+    """MONAI ViT with a classification token; needs ``image_size`` (data.spatial_size)."""
+    _need_dims("vit3d", spatial_dims, 3)
+    if image_size is None:
+        raise ModelError("vit3d needs image_size (data.spatial_size)")
+    bad = [s for s in image_size if s % patch_size]
+    if bad:
+        raise ModelError(
+            f"model.params.patch_size: {patch_size} must divide every size in "
+            f"data.spatial_size {list(image_size)}"
+        )
+    if hidden_size % num_heads:
+        raise ModelError("model.params.hidden_size: must be divisible by num_heads")
+    vit = ViT(
+        in_channels=in_channels,
+        img_size=image_size,
+        patch_size=patch_size,
+        hidden_size=hidden_size,
+        mlp_dim=mlp_dim,
+        num_layers=num_layers,
+        num_heads=num_heads,
+        classification=True,
+        num_classes=num_classes,
+        dropout_rate=dropout,
+        spatial_dims=3,
+        post_activation="none",
+    )
+    return ViTClassifier(vit)
+
+
+@register_model("efficientnet2d")
+def efficientnet2d(
+    spatial_dims: int,
+    in_channels: int,
+    num_classes: int,
+    image_size: Sequence[int] | None = None,
+    variant: str = "b0",
+) -> nn.Module:
+    """MONAI EfficientNetBN b0-b3, trained from scratch (``pretrained=False``: no download)."""
+    _need_dims("efficientnet2d", spatial_dims, 2)
+    if variant not in ("b0", "b1", "b2", "b3"):
+        raise ModelError("model.params.variant: efficientnet2d variant must be b0, b1, b2 or b3")
+    return EfficientNetBN(
+        f"efficientnet-{variant}",
+        pretrained=False,
+        spatial_dims=2,
+        in_channels=in_channels,
+        num_classes=num_classes,
+    )
