@@ -1,0 +1,453 @@
+"""Train a classifier from a YAML config (`python -m src.training.trainer --config FILE`).
+
+``fit`` reads top to bottom: build -> for each epoch: train_epoch -> validate_epoch -> early
+stopping -> checkpoints -> metrics.csv and W&B. ``--resume`` continues the latest run exactly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import os
+import sys
+import time
+import warnings
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from src.config import Config, ConfigError, config_to_dict, load_config, save_config
+from src.data.loaders import build_dataset, build_loader
+from src.data.pipeline import prepare_splits
+from src.data.records import DataError, label_matrix
+from src.data.splits import describe_splits
+from src.models import ModelError, create_model
+from src.training.tasks import Task, build_task
+from src.training.tracking import Tracker
+from src.training.utils import (
+    CHECKPOINT_FORMAT,
+    CheckpointError,
+    EarlyStopping,
+    atomic_torch_save,
+    atomic_write_text,
+    find_latest_checkpoint,
+    load_checkpoint,
+    load_model_state,
+    resolve_amp,
+    resolve_device,
+    rng_state,
+    seed_everything,
+    set_rng_state,
+    unwrap_model,
+    warmup_cosine,
+)
+
+USER_ERRORS = (ConfigError, DataError, ModelError, CheckpointError)
+
+
+def train_epoch(
+    model: nn.Module,
+    loader,
+    task: Task,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+    scaler: torch.amp.GradScaler,
+    device: torch.device,
+    amp_dtype: torch.dtype | None = None,
+    accumulate: int = 1,
+    grad_clip: float = 0.0,
+    progress: bool = False,
+) -> float:
+    """One pass over ``loader``; returns the sample-weighted mean training loss.
+
+    Gradients of ``accumulate`` batches are summed before a step, each loss scaled by the size
+    of its group, so k batches of size b step like one batch of k*b; the last, partial group of
+    the epoch still steps.
+    """
+    model.train()
+    n_batches = len(loader)
+    total, count = 0.0, 0
+    optimizer.zero_grad(set_to_none=True)
+    bar = tqdm(loader, desc="train", leave=False, disable=not progress, dynamic_ncols=True)
+    for i, batch in enumerate(bar):
+        x, y = batch["image"].to(device, non_blocking=True), batch["label"].to(device)
+        group_start = (i // accumulate) * accumulate
+        group_len = min(accumulate, n_batches - group_start)
+        with torch.autocast(
+            device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None
+        ):
+            logits = model(x)
+        loss = task.loss(logits, y)
+        scaler.scale(loss / group_len).backward()
+        if i + 1 == group_start + group_len:
+            if grad_clip > 0:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            if scheduler is not None:
+                scheduler.step()
+        total += loss.item() * len(x)
+        count += len(x)
+        bar.set_postfix(loss=f"{total / count:.4f}")
+    return total / max(count, 1)
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module,
+    loader,
+    device: torch.device,
+    amp_dtype: torch.dtype | None = None,
+    progress: bool = False,
+    desc: str = "val",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and labels of every sample in ``loader``, in loader order, on the CPU."""
+    model.eval()
+    logits, labels = [], []
+    for batch in tqdm(loader, desc=desc, leave=False, disable=not progress, dynamic_ncols=True):
+        with torch.autocast(
+            device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None
+        ):
+            out = model(batch["image"].to(device, non_blocking=True))
+        logits.append(out.float().cpu())
+        labels.append(batch["label"])
+    return torch.cat(logits), torch.cat(labels)
+
+
+def validate_epoch(
+    model: nn.Module,
+    loader,
+    task: Task,
+    device: torch.device,
+    amp_dtype: torch.dtype | None = None,
+    progress: bool = False,
+    prefix: str = "val",
+) -> dict[str, float]:
+    """Unweighted loss and every metric of ``task`` on ``loader``, keyed ``<prefix>/<name>``."""
+    logits, labels = predict(model, loader, device, amp_dtype, progress, desc=prefix)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # single-class findings: see metrics
+        metrics = task.metrics(logits, labels)
+    metrics["loss"] = float(task.validation_loss(logits, labels))
+    return {f"{prefix}/{k}": v for k, v in metrics.items()}
+
+
+def seed_epoch(seed: int, epoch: int, datasets: list, generator: torch.Generator) -> None:
+    """Reseed everything random in an epoch from (seed, epoch): a resumed run repeats it."""
+    epoch_seed = seed * 100_003 + epoch
+    seed_everything(epoch_seed)
+    generator.manual_seed(epoch_seed)  # shuffling order and DataLoader worker seeds
+    for ds in datasets:  # augmentation in the main process (num_workers=0)
+        ds.transform.set_random_state(seed=epoch_seed % 2**32)
+
+
+def write_metrics_csv(history: list[dict[str, Any]], path: Path) -> None:
+    """``metrics.csv``: one row per epoch, every metric; rewritten whole, atomically."""
+    columns: list[str] = []
+    for row in history:
+        columns += [k for k in row if k not in columns]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in history:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    atomic_write_text(buf.getvalue(), path)
+
+
+def check_monitor(cfg: Config, task: Task) -> None:
+    """Fail before training when ``train.monitor`` names a metric the task never logs."""
+    n, k = 4, task.num_outputs
+    logits = torch.linspace(-1, 1, n * k).reshape(n, k)
+    labels = torch.tensor([[0.0], [1.0], [0.0], [1.0]]).expand(n, k).clone()
+    if cfg.data.task == "multiclass":
+        labels = torch.arange(n) % k
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        names = {f"val/{m}" for m in task.metrics(logits, labels)} | {"val/loss", "train/loss"}
+    if cfg.train.monitor not in names:
+        heads = sorted(m for m in names if "/" not in m[4:])
+        raise ConfigError(
+            f"train.monitor: {cfg.train.monitor!r} is not a logged metric; e.g. {', '.join(heads)}"
+        )
+
+
+def make_checkpoint(state: dict[str, Any], cfg: Config, model: nn.Module, **objs) -> dict:
+    """Everything a resume needs, as plain data."""
+    return {
+        "format_version": CHECKPOINT_FORMAT,
+        "model": unwrap_model(model).state_dict(),
+        **{name: obj.state_dict() for name, obj in objs.items()},
+        **state,
+        "rng": rng_state(),
+        "config": config_to_dict(cfg),
+        "class_names": cfg.class_names,
+    }
+
+
+def fit(cfg: Config, run_dir: Path, resume_from: Path | None = None) -> dict[str, Any]:
+    """Train as ``cfg`` says, in ``run_dir``; resume from a checkpoint when given one."""
+    # ---- build --------------------------------------------------------------------------
+    progress = cfg.logging.progress
+    torch.set_num_threads(cfg.train.threads or max(1, os.cpu_count() or 1))
+    seed_everything(cfg.train.seed)
+    device = resolve_device(cfg.train.device)
+    amp_dtype = resolve_amp(cfg.train.amp, device)
+    ckpt = load_checkpoint(resume_from) if resume_from else None
+    if ckpt is not None:
+        check_resume_compatible(ckpt["config"], cfg, resume_from)
+    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run_dir / "config.yaml")
+    parts = prepare_splits(cfg, run_dir, reuse=ckpt is not None, progress=progress)
+    print(describe_splits(parts, cfg.class_names))
+    train_ds = build_dataset(parts["train"], cfg, train=True, progress=progress)
+    val_ds = build_dataset(parts["val"], cfg, train=False, progress=progress)
+    generator = torch.Generator()
+    train_loader = build_loader(train_ds, cfg, train=True, generator=generator)
+    val_loader = build_loader(val_ds, cfg, train=False)
+    task = build_task(cfg, label_matrix(parts["train"]))
+    check_monitor(cfg, task)
+    model = create_model(
+        cfg.model.name,
+        cfg.spatial_dims,
+        1,
+        task.num_outputs,
+        cfg.data.spatial_size,
+        **cfg.model.params,
+    ).to(device)
+    o = cfg.optim
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=o.lr, weight_decay=o.weight_decay, betas=tuple(o.betas)
+    )
+    steps_per_epoch = math.ceil(len(train_loader) / cfg.train.accumulate)
+    total_steps = steps_per_epoch * cfg.train.epochs
+    warmup = round(o.warmup_epochs * steps_per_epoch) if o.scheduler == "cosine" else 0
+    ratio = o.min_lr_ratio if o.scheduler == "cosine" else 1.0
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, warmup_cosine(total_steps, warmup, ratio)
+    )
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    stopper = EarlyStopping(cfg.train.monitor_mode, cfg.train.patience, cfg.train.min_delta)
+    history: list[dict[str, Any]] = []
+    start_epoch, step, run_id = 0, 0, ""
+    if ckpt is not None:
+        load_model_state(model, ckpt["model"], str(resume_from))
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        scaler.load_state_dict(ckpt["scaler"])
+        stopper.load_state_dict(ckpt["early_stopping"])
+        set_rng_state(ckpt["rng"])
+        history, start_epoch, step = ckpt["history"], ckpt["epoch"], ckpt["step"]
+        run_id = ckpt["wandb_run_id"]
+        write_metrics_csv(history, run_dir / "metrics.csv")  # drop rows newer than the checkpoint
+        print(f"resumed from {resume_from} at epoch {start_epoch}")
+    tracker = Tracker(cfg, run_dir, run_id)
+    ckpt_dir = run_dir / "checkpoints"
+    finished = ckpt is not None and (ckpt.get("finished") or start_epoch >= cfg.train.epochs)
+
+    # ---- epochs -------------------------------------------------------------------------
+    for epoch in range(start_epoch, cfg.train.epochs):
+        if finished:
+            break
+        t0 = time.perf_counter()
+        seed_epoch(cfg.train.seed, epoch, [train_ds], generator)
+        train_loss = train_epoch(
+            model,
+            train_loader,
+            task,
+            optimizer,
+            scheduler,
+            scaler,
+            device,
+            amp_dtype,
+            cfg.train.accumulate,
+            o.grad_clip,
+            progress,
+        )
+        step += steps_per_epoch
+        row = {"epoch": epoch + 1, "step": step, "lr": optimizer.param_groups[0]["lr"]}
+        row |= {"train/loss": train_loss}
+        row |= validate_epoch(model, val_loader, task, device, amp_dtype, progress)
+        history.append(row)
+        improved = stopper.step(row[cfg.train.monitor], epoch + 1)
+        finished = stopper.should_stop or epoch + 1 == cfg.train.epochs
+        state = {
+            "epoch": epoch + 1,
+            "step": step,
+            "early_stopping": stopper.state_dict(),
+            "best_value": stopper.best,
+            "history": history,
+            "wandb_run_id": tracker.run_id,
+            "finished": finished,
+        }
+        checkpoint = make_checkpoint(
+            state, cfg, model, optimizer=optimizer, scheduler=scheduler, scaler=scaler
+        )
+        atomic_torch_save(checkpoint, ckpt_dir / "last.pt")
+        if improved and cfg.checkpoint.save_best:
+            atomic_torch_save(checkpoint, ckpt_dir / "best.pt")
+        write_metrics_csv(history, run_dir / "metrics.csv")
+        tracker.log(row, step=epoch + 1)
+        print(epoch_line(row, cfg, improved, time.perf_counter() - t0), flush=True)
+        if stopper.should_stop:
+            print(f"early stop: {cfg.train.monitor} did not improve for {stopper.patience} epochs")
+            break
+
+    # ---- end ----------------------------------------------------------------------------
+    final = ckpt_dir / "final.pt"
+    if not final.is_file() and (ckpt_dir / "last.pt").is_file():
+        atomic_torch_save(load_checkpoint(ckpt_dir / "last.pt"), final)
+    summary = {
+        "run_dir": str(run_dir),
+        "best_epoch": stopper.best_epoch,
+        f"best_{cfg.train.monitor}": stopper.best,
+    }
+    if cfg.train.eval_test and parts["test"] and (ckpt_dir / "best.pt").is_file():
+        summary |= evaluate_best(
+            cfg, model, ckpt_dir / "best.pt", parts["test"], device, amp_dtype, task
+        )
+        (run_dir / "test_metrics.json").write_text(json.dumps(summary, indent=1))
+    tracker.summary(summary)
+    tracker.finish()
+    print_summary(summary, cfg, run_dir, tracker)
+    return summary
+
+
+def evaluate_best(cfg, model, best_path, records, device, amp_dtype, task) -> dict[str, float]:
+    """Test-split metrics of the best checkpoint (picked on validation only)."""
+    load_model_state(model, load_checkpoint(best_path)["model"], str(best_path))
+    loader = build_loader(build_dataset(records, cfg, train=False, progress=False), cfg, False)
+    return validate_epoch(model, loader, task, device, amp_dtype, cfg.logging.progress, "test")
+
+
+def epoch_line(row: dict[str, Any], cfg: Config, improved: bool, seconds: float) -> str:
+    keys = ["train/loss", "val/loss", "val/roc_auc_macro", "val/accuracy", cfg.train.monitor]
+    shown = dict.fromkeys(k for k in keys if k in row)
+    parts = [f"{k} {row[k]:.4f}" for k in shown]
+    mark = "  *best" if improved else ""
+    return (
+        f"epoch {row['epoch']:>3}/{cfg.train.epochs}  "
+        + "  ".join(parts)
+        + f"  lr {row['lr']:.2e}  {seconds:.1f}s{mark}"
+    )
+
+
+def print_summary(summary: dict[str, Any], cfg: Config, run_dir: Path, tracker: Tracker) -> None:
+    best = summary[f"best_{cfg.train.monitor}"]
+    lines = [
+        "",
+        f"run folder:   {run_dir}",
+        f"best {cfg.train.monitor} = {best:.4f} at epoch {summary['best_epoch']}",
+        f"checkpoints:  {run_dir / 'checkpoints'} (best.pt, last.pt, final.pt)",
+        f"metrics:      {run_dir / 'metrics.csv'}",
+    ]
+    if "test/roc_auc_macro" in summary:
+        lines.append(
+            f"test (best checkpoint): roc_auc_macro {summary['test/roc_auc_macro']:.4f}  "
+            f"-> {run_dir / 'test_metrics.json'}"
+        )
+    lines.append(f"tracking:     {tracker.location}")
+    print("\n".join(lines))
+
+
+def check_resume_compatible(saved: dict[str, Any], cfg: Config, source: Path) -> None:
+    """A resume must not change what the weights mean: model, task or classes."""
+    now = config_to_dict(cfg)
+    for section, key in [
+        ("model", "name"),
+        ("model", "params"),
+        ("data", "task"),
+        ("data", "label_columns"),
+        ("data", "spatial_size"),
+    ]:
+        if saved[section][key] != now[section][key]:
+            raise CheckpointError(
+                f"{section}.{key}: the run at {source.parent.parent} was trained with "
+                f"{saved[section][key]!r}, the config now says {now[section][key]!r}; "
+                "resume with the run's own settings or start a new run without --resume"
+            )
+
+
+def resolve_run(args: argparse.Namespace, cfg: Config) -> tuple[Path, Path | None]:
+    """The run folder and the checkpoint to resume from (None for a fresh run)."""
+    out = Path(cfg.logging.output_dir)
+    stem = Path(args.config).stem
+    if not args.resume:
+        name = cfg.logging.run_name or f"{stem}-{datetime.now():%Y%m%d-%H%M%S}"
+        run_dir = out / name
+        if find_latest_checkpoint(run_dir) is not None:
+            raise ConfigError(
+                f"logging.run_name: {run_dir} already holds checkpoints; add --resume to "
+                "continue it, or choose another run name"
+            )
+        return run_dir, None
+    if args.resume != "latest":
+        target = Path(args.resume)
+        if target.is_file():
+            return target.parent.parent, target
+        run_dir = target
+    elif cfg.logging.run_name:
+        run_dir = out / cfg.logging.run_name
+    else:
+        runs = sorted(p for p in out.glob(f"{stem}-*") if find_latest_checkpoint(p))
+        if not runs:
+            raise CheckpointError(
+                f"--resume: no run of {args.config} with a checkpoint under {out}/; "
+                "start one without --resume"
+            )
+        run_dir = runs[-1]
+    latest = find_latest_checkpoint(run_dir)
+    if latest is None:
+        raise CheckpointError(
+            f"--resume: no checkpoint in {run_dir}/checkpoints; start the run without --resume"
+        )
+    return run_dir, latest
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(
+        prog="python -m src.training.trainer", description=__doc__.splitlines()[0]
+    )
+    ap.add_argument("--config", required=True, help="YAML config, e.g. configs/ct.yaml")
+    ap.add_argument(
+        "--set",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override config values by dotted key, e.g. --set optim.lr=3e-4 train.epochs=20",
+    )
+    ap.add_argument(
+        "--resume",
+        nargs="?",
+        const="latest",
+        default=None,
+        metavar="RUN_OR_CHECKPOINT",
+        help="continue the latest run of this config, or the given run folder / checkpoint",
+    )
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        cfg = load_config(args.config, args.set)
+        run_dir, resume_from = resolve_run(args, cfg)
+        fit(cfg, run_dir, resume_from)
+    except USER_ERRORS as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    np.set_printoptions(precision=4)
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""The training loop: accumulation equals a big batch; a run leaves the promised files."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import yaml
+from torch import nn
+
+from src.training.tasks import MultiLabelTask
+from src.training.trainer import fit, main, train_epoch
+from src.training.utils import CHECKPOINT_FORMAT, load_checkpoint
+
+
+def batches(x, y, size):
+    return [{"image": x[i : i + size], "label": y[i : i + size]} for i in range(0, len(x), size)]
+
+
+def run_epoch(model, loader, accumulate, steps=None):
+    opt = torch.optim.AdamW(model.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    train_epoch(
+        model,
+        loader,
+        MultiLabelTask(["a", "b", "c"]),
+        opt,
+        sched,
+        scaler,
+        torch.device("cpu"),
+        accumulate=accumulate,
+    )
+    return sched.last_epoch  # optimizer steps taken
+
+
+@pytest.mark.parametrize(("k", "b"), [(2, 4), (4, 3), (3, 5)])
+def test_accumulation_equals_one_big_batch(k, b):
+    torch.manual_seed(0)
+    x, y = torch.randn(k * b, 1, 2, 2, 2), (torch.rand(k * b, 3) < 0.4).float()
+    model = nn.Sequential(nn.Flatten(), nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
+    twin = copy.deepcopy(model)
+    assert run_epoch(model, batches(x, y, b), accumulate=k) == 1
+    assert run_epoch(twin, batches(x, y, k * b), accumulate=1) == 1
+    for p, q in zip(model.parameters(), twin.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+
+
+def test_last_partial_group_still_steps():
+    x, y = torch.randn(10, 1, 2, 2, 2), (torch.rand(10, 3) < 0.5).float()
+    model = nn.Sequential(nn.Flatten(), nn.Linear(8, 3))
+    assert run_epoch(model, batches(x, y, 2), accumulate=2) == 3  # groups of 2, 2, 1 batches
+
+
+def test_fit_writes_run_folder(tiny_config, tmp_path):
+    cfg, _ = tiny_config
+    run = tmp_path / "run"
+    summary = fit(cfg, run)
+    for name in ("config.yaml", "splits.json", "metrics.csv"):
+        assert (run / name).is_file()
+    rows = (run / "metrics.csv").read_text().splitlines()
+    assert len(rows) == 1 + cfg.train.epochs
+    header = rows[0].split(",")
+    for key in (
+        "val/roc_auc_macro",
+        "val/roc_auc_micro",
+        "val/f1_macro",
+        "val/specificity_macro",
+        "val/auc/Lung nodule",
+        "val/specificity/Emphysema",
+        "train/loss",
+        "val/loss",
+    ):
+        assert key in header
+    ckpt = load_checkpoint(run / "checkpoints" / "final.pt")
+    assert ckpt["format_version"] == CHECKPOINT_FORMAT
+    for key in (
+        "model",
+        "optimizer",
+        "scheduler",
+        "scaler",
+        "epoch",
+        "step",
+        "early_stopping",
+        "best_value",
+        "rng",
+        "config",
+        "class_names",
+        "wandb_run_id",
+    ):
+        assert key in ckpt
+    assert ckpt["epoch"] == cfg.train.epochs
+    assert (run / "checkpoints" / "best.pt").is_file() and (
+        run / "checkpoints" / "last.pt"
+    ).is_file()
+    assert yaml.safe_load((run / "config.yaml").read_text())["train"]["epochs"] == cfg.train.epochs
+    assert summary["best_epoch"] >= 1
+
+
+def test_resume_without_checkpoint_is_one_clear_error(tiny_config, capsys):
+    _, path = tiny_config
+    assert main(["--config", str(path), "--resume"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --resume: no run of") and "\n" not in err
+
+
+def test_bad_config_value_is_one_line_naming_the_key(tiny_config, capsys):
+    _, path = tiny_config
+    assert main(["--config", str(path), "--set", "optim.lr=-1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "error: optim.lr: must be positive, got -1.0"
+
+
+def test_resume_with_changed_model_is_refused(tiny_config, capsys):
+    _, path = tiny_config
+    assert main(["--config", str(path), "--set", "train.epochs=1", "logging.run_name=r"]) == 0
+    code = main(
+        ["--config", str(path), "--resume", "--set", "logging.run_name=r", "model.params.depth=18"]
+    )
+    assert code == 2
+    assert "model.params: the run at" in capsys.readouterr().err
