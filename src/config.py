@@ -76,6 +76,8 @@ class DataConfig:
     cache: Literal["none", "disk", "ram", "disk+ram"] = "disk+ram"
     cache_dir: str = "outputs/cache"
     cache_dtype: Literal["float32", "float16"] = "float32"
+    on_bad_sample: Literal["error", "skip"] = "error"
+    allow_absolute_paths: bool = False
     phantom: PhantomConfig = field(default_factory=PhantomConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -115,11 +117,13 @@ class TrainConfig:
     patience: int = 10
     min_delta: float = 0.0
     eval_test: bool = True
+    max_nonfinite_steps: int = 5
 
 
 @dataclass
 class CheckpointConfig:
     save_best: bool = True
+    keep_last_n: int = 0
 
 
 @dataclass
@@ -312,6 +316,8 @@ def _check(cfg: Config) -> None:
     need(t.accumulate >= 1, "train.accumulate", "must be >= 1")
     need(t.patience >= 1, "train.patience", "must be >= 1")
     need(t.min_delta >= 0, "train.min_delta", "must be >= 0")
+    need(t.max_nonfinite_steps >= 1, "train.max_nonfinite_steps", "must be >= 1")
+    need(cfg.checkpoint.keep_last_n >= 0, "checkpoint.keep_last_n", "must be >= 0 (0 keeps none)")
     need(t.num_workers >= -1, "train.num_workers", "must be >= 0, or -1 for automatic")
     need(t.threads >= 0, "train.threads", "must be >= 0 (0 chooses from the cores available)")
     need(
@@ -372,6 +378,11 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        if isinstance(err, yaml.constructor.ConstructorError):  # !!python/object and friends
+            raise ConfigError(
+                f"{path}{where}: YAML tag not allowed:{problem.split(' for the tag')[-1]}; "
+                "a config holds plain values only"
+            ) from None
         raise ConfigError(f"{path}{where}: YAML syntax error: {problem}") from None
     if raw is None:
         return {}

@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from monai.data import CacheDataset, DataLoader, Dataset, PersistentDataset
+from monai.data import CacheDataset, DataLoader, Dataset
 
 from src.config import Config
+from src.data.disk_cache import CheckedPersistentDataset
 from src.data.transforms import build_augmentation, build_preprocessing, preprocessing_key
 
 
@@ -54,7 +55,7 @@ def build_dataset(
     if mode in ("disk", "disk+ram"):
         folder = cache_folder(cfg)
         folder.mkdir(parents=True, exist_ok=True)
-        fixed: Dataset = PersistentDataset(
+        fixed: Dataset = CheckedPersistentDataset(
             items, transform=preprocessing, cache_dir=folder, hash_func=item_hash
         )
         if mode == "disk+ram":

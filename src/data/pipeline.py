@@ -9,6 +9,7 @@ from typing import Any
 from src.config import Config, ConfigError
 from src.data.records import DataError, read_records
 from src.data.splits import load_splits, make_splits, save_splits, split_records
+from src.data.validate import check_images, check_training_split
 
 PHANTOM_VERSION = 3
 
@@ -58,6 +59,9 @@ def prepare_splits(
                 f"data.test_csv: image {sorted(clash)[0]!r} is also in data.csv; "
                 "a test image must not be trained on"
             )
+    # every image file checked (header and voxels, remembered per file version) before training
+    records = check_images(records, cfg, progress)
+    test_records = check_images(test_records, cfg, progress) if test_records else []
     path = run_dir / "splits.json"
     if reuse and path.is_file():
         splits = load_splits(path)
@@ -70,4 +74,6 @@ def prepare_splits(
             "test_csv": str(cfg.data.test_csv),
         }
         save_splits(splits, path, meta)
-    return split_records(records + test_records, splits, str(path))
+    parts = split_records(records + test_records, splits, str(path))
+    check_training_split(parts, cfg)
+    return parts

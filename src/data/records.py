@@ -7,6 +7,7 @@ spent, and each error names the file, the CSV row (1-based, header = row 1) and 
 from __future__ import annotations
 
 import csv
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,18 @@ def _parse_label(value: str, csv_path: Path, row: int, column: str) -> float:
         f"{csv_path} row {row}, column {column!r}: label must be 0 or 1, got {shown}; "
         "fix the cell or drop the row"
     )
+
+
+def _image_path(root: Path, name: str, allow_absolute: bool) -> Path | None:
+    """``root/name`` made absolute, or None when it leaves ``root``. The test is lexical (``..``
+    and absolute names), so symlinks the data owner placed inside the root still work."""
+    if Path(name).is_absolute():
+        return Path(os.path.normpath(name)) if allow_absolute else None
+    base = os.path.normpath(os.path.abspath(root))
+    path = os.path.normpath(os.path.join(base, name))
+    if os.path.commonpath([base, path]) != base:
+        return None
+    return Path(path)
 
 
 def _patient_of(row: dict[str, str], name: str, d: DataConfig) -> str:
@@ -82,7 +95,6 @@ def read_records(
             f"data.label_columns); the CSV has: {', '.join(columns)}"
         )
     index = _index_images(root) if d.find_images == "recursive" else None
-    root_resolved = root.resolve()
     class_to_index = {c: i for i, c in enumerate(cfg.class_names)}
     records, seen = [], {}
     for i, row in enumerate(rows, start=2):
@@ -100,11 +112,12 @@ def read_records(
             if path is None:
                 raise DataError(f"{csv_path} row {i}: image {name!r} not found under {root}")
         else:
-            path = (root / name).resolve()
-            if not path.is_relative_to(root_resolved):
+            path = _image_path(root, name, d.allow_absolute_paths)
+            if path is None:
                 raise DataError(
                     f"{csv_path} row {i}: image path {name!r} leads outside data.image_root "
-                    f"({root}); give paths relative to the image root"
+                    f"({root}); give paths relative to the image root, or set "
+                    "data.allow_absolute_paths: true to accept absolute paths"
                 )
             if not path.is_file():
                 raise DataError(
@@ -127,6 +140,8 @@ def read_records(
                 "patient": _patient_of(row, name, d),
                 "center": (row.get(d.center_column) or "").strip() if d.center_column else "",
                 "split": (row.get(d.split_column) or "").strip().lower() if d.split_column else "",
+                "csv": str(csv_path),
+                "row": i,
             }
         )
     return records

@@ -7,7 +7,7 @@ MONAI's own argument names are, and return a module whose ``forward`` gives logi
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from torch import nn
 
@@ -48,6 +48,18 @@ def get_builder(name: str) -> Callable[..., nn.Module]:
     return _REGISTRY[name]
 
 
+def check_model_params(name: str, params: Iterable[str]) -> None:
+    """Raise ``ModelError`` for an unknown model ``name`` or a ``params`` key it does not take;
+    cheap, so the trainer calls it before loading any data."""
+    allowed = model_params(name)
+    for key in params:
+        if key not in allowed:
+            raise ModelError(
+                f"model.params.{key}: {name} has no parameter {key!r}; "
+                f"it takes: {', '.join(allowed) or 'none'}"
+            )
+
+
 def create_model(
     name: str,
     spatial_dims: int,
@@ -58,13 +70,7 @@ def create_model(
 ) -> nn.Module:
     """Build registered model ``name``; unknown names or ``params`` raise ``ModelError``."""
     builder = get_builder(name)
-    allowed = model_params(name)
-    for key in params:
-        if key not in allowed:
-            raise ModelError(
-                f"model.params.{key}: {name} has no parameter {key!r}; "
-                f"it takes: {', '.join(allowed) or 'none'}"
-            )
+    check_model_params(name, params)
     return builder(
         spatial_dims=spatial_dims,
         in_channels=in_channels,

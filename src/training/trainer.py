@@ -30,6 +30,8 @@ from src.data.pipeline import prepare_splits
 from src.data.records import DataError, label_matrix
 from src.data.splits import describe_splits
 from src.models import ModelError, create_model
+from src.models.registry import check_model_params
+from src.training.faults import NonFiniteError, NonFiniteGuard
 from src.training.tasks import Task, build_task
 from src.training.tracking import Tracker
 from src.training.utils import (
@@ -39,8 +41,10 @@ from src.training.utils import (
     atomic_torch_save,
     atomic_write_text,
     find_latest_checkpoint,
+    keep_epoch_copies,
     load_checkpoint,
     load_model_state,
+    remove_partial_writes,
     resolve_amp,
     resolve_device,
     rng_state,
@@ -50,7 +54,7 @@ from src.training.utils import (
     warmup_cosine,
 )
 
-USER_ERRORS = (ConfigError, DataError, ModelError, CheckpointError)
+USER_ERRORS = (ConfigError, DataError, ModelError, CheckpointError, NonFiniteError)
 
 
 def train_epoch(
@@ -65,13 +69,15 @@ def train_epoch(
     accumulate: int = 1,
     grad_clip: float = 0.0,
     progress: bool = False,
+    guard: NonFiniteGuard | None = None,
 ) -> float:
     """One pass over ``loader``; returns the sample-weighted mean training loss.
 
     Gradients of ``accumulate`` batches are summed before a step, each loss scaled by the size
     of its group, so k batches of size b step like one batch of k*b; the last, partial group of
-    the epoch still steps.
+    the epoch still steps. A step with a non-finite loss or gradient is skipped (``guard``).
     """
+    guard = guard or NonFiniteGuard()
     model.train()
     n_batches = len(loader)
     total, count = 0.0, 0
@@ -86,20 +92,34 @@ def train_epoch(
         ):
             logits = model(x)
         loss = task.loss(logits, y)
-        scaler.scale(loss / group_len).backward()
+        if guard.loss_ok(loss):
+            scaler.scale(loss / group_len).backward()
+            total += loss.item() * len(x)
+            count += len(x)
         if i + 1 == group_start + group_len:
-            if grad_clip > 0:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            if scheduler is not None:
+            optimizer_step(model, optimizer, scaler, grad_clip, guard, i + 1)
+            if scheduler is not None:  # steps even when the update was skipped: same schedule
                 scheduler.step()
-        total += loss.item() * len(x)
-        count += len(x)
-        bar.set_postfix(loss=f"{total / count:.4f}")
-    return total / max(count, 1)
+        bar.set_postfix(loss=f"{total / max(count, 1):.4f}")
+    return total / count if count else float("nan")
+
+
+def optimizer_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    grad_clip: float,
+    guard: NonFiniteGuard,
+    batch: int,
+) -> None:
+    """Clip and apply the gathered gradients unless ``guard`` rejects them; then clear them."""
+    if guard.step_ok(model, scaler, batch):
+        if grad_clip > 0:
+            scaler.unscale_(optimizer)
+            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+    optimizer.zero_grad(set_to_none=True)
 
 
 @torch.no_grad()
@@ -202,10 +222,12 @@ def fit(cfg: Config, run_dir: Path, resume_from: Path | None = None) -> dict[str
     seed_everything(cfg.train.seed)
     device = resolve_device(cfg.train.device)
     amp_dtype = resolve_amp(cfg.train.amp, device)
+    check_model_params(cfg.model.name, cfg.model.params)  # before any data is loaded
     ckpt = load_checkpoint(resume_from) if resume_from else None
     if ckpt is not None:
         check_resume_compatible(ckpt["config"], cfg, resume_from)
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    remove_partial_writes(run_dir / "checkpoints")  # temp files of a killed run
     save_config(cfg, run_dir / "config.yaml")
     parts = prepare_splits(cfg, run_dir, reuse=ckpt is not None, progress=progress)
     print(describe_splits(parts, cfg.class_names))
@@ -252,6 +274,7 @@ def fit(cfg: Config, run_dir: Path, resume_from: Path | None = None) -> dict[str
         print(f"resumed from {resume_from} at epoch {start_epoch}")
     tracker = Tracker(cfg, run_dir, run_id)
     ckpt_dir = run_dir / "checkpoints"
+    guard = NonFiniteGuard(cfg.train.max_nonfinite_steps, ckpt_dir / "last.pt")
     finished = ckpt is not None and (ckpt.get("finished") or start_epoch >= cfg.train.epochs)
 
     # ---- epochs -------------------------------------------------------------------------
@@ -260,6 +283,7 @@ def fit(cfg: Config, run_dir: Path, resume_from: Path | None = None) -> dict[str
             break
         t0 = time.perf_counter()
         seed_epoch(cfg.train.seed, epoch, [train_ds], generator)
+        guard.epoch = epoch + 1
         train_loss = train_epoch(
             model,
             train_loader,
@@ -272,6 +296,7 @@ def fit(cfg: Config, run_dir: Path, resume_from: Path | None = None) -> dict[str
             cfg.train.accumulate,
             o.grad_clip,
             progress,
+            guard,
         )
         step += steps_per_epoch
         row = {"epoch": epoch + 1, "step": step, "lr": optimizer.param_groups[0]["lr"]}
@@ -293,6 +318,7 @@ def fit(cfg: Config, run_dir: Path, resume_from: Path | None = None) -> dict[str
             state, cfg, model, optimizer=optimizer, scheduler=scheduler, scaler=scaler
         )
         atomic_torch_save(checkpoint, ckpt_dir / "last.pt")
+        keep_epoch_copies(ckpt_dir, epoch + 1, cfg.checkpoint.keep_last_n)
         if improved and cfg.checkpoint.save_best:
             atomic_torch_save(checkpoint, ckpt_dir / "best.pt")
         write_metrics_csv(history, run_dir / "metrics.csv")

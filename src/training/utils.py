@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import shutil
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -64,6 +65,27 @@ def atomic_write_text(text: str, path: str | Path) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+
+
+def remove_partial_writes(folder: str | Path) -> None:
+    """Delete the temporary files (``.<name>.*.tmp``) that a killed atomic write leaves."""
+    for tmp in Path(folder).glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+
+
+def keep_epoch_copies(folder: str | Path, epoch: int, keep: int) -> None:
+    """``epoch_NNNN.pt``: a hard link to the ``last.pt`` just written (no extra disk until
+    ``last.pt`` is replaced); only the ``keep`` newest stay. ``keep`` = 0 makes none."""
+    folder = Path(folder)
+    if keep > 0:
+        copy = folder / f"epoch_{epoch:04d}.pt"
+        copy.unlink(missing_ok=True)
+        try:
+            os.link(folder / "last.pt", copy)
+        except OSError:  # a file system without hard links
+            shutil.copyfile(folder / "last.pt", copy)
+    for old in sorted(folder.glob("epoch_*.pt"))[: -keep or None]:
+        old.unlink(missing_ok=True)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
