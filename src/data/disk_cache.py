@@ -58,7 +58,9 @@ class CheckedPersistentDataset(PersistentDataset):
         fd, tmp = tempfile.mkstemp(prefix=f".{entry.name}.", suffix=".tmp", dir=entry.parent)
         try:
             with os.fdopen(fd, "wb") as fh:
-                torch.save(convert_to_tensor(item, convert_numeric=False, track_meta=self.track_meta), fh)
+                torch.save(
+                    convert_to_tensor(item, convert_numeric=False, track_meta=self.track_meta), fh
+                )
             os.replace(tmp, entry)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
