@@ -132,6 +132,7 @@ class WandbConfig:
     project: str = "radiology-classifier"
     entity: str = ""
     tags: list[str] = field(default_factory=list)
+    init_timeout: float = 60.0
 
 
 @dataclass
@@ -305,6 +306,7 @@ def _check(cfg: Config) -> None:
         f"axes must be in [0, {len(d.spatial_size)})",
     )
     need(d.phantom.n_patients >= 10, "data.phantom.n_patients", "must be >= 10")
+    need(cfg.logging.wandb.init_timeout > 0, "logging.wandb.init_timeout", "must be > 0 (s)")
     need(o.lr > 0, "optim.lr", f"must be positive, got {o.lr}")
     need(o.weight_decay >= 0, "optim.weight_decay", "must be >= 0")
     need(len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas), "optim.betas", "two in [0, 1)")

@@ -1,0 +1,46 @@
+"""Long runs stay bounded: resident memory does not grow across epochs, and checkpoints on disk
+are last/best/final plus at most ``checkpoint.keep_last_n`` epoch copies."""
+
+from __future__ import annotations
+
+import gc
+import os
+
+from src.training import trainer
+from src.training.utils import load_checkpoint
+
+EPOCHS = 6
+MAX_GROWTH_MB = 8.0  # after the first epoch; a leak of one batch's graph per step is far more
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def test_memory_and_checkpoints_stay_bounded(tiny_config, tmp_path, monkeypatch):
+    cfg, _ = tiny_config
+    cfg.train.epochs = EPOCHS
+    cfg.train.patience = EPOCHS
+    cfg.checkpoint.keep_last_n = 2
+    rss: list[float] = []
+    write = trainer.write_metrics_csv
+
+    def write_and_measure(history, path):
+        write(history, path)
+        gc.collect()
+        rss.append(rss_mb())
+
+    monkeypatch.setattr(trainer, "write_metrics_csv", write_and_measure)
+    run = tmp_path / "long"
+    trainer.fit(cfg, run)
+    assert len(rss) == EPOCHS
+    growth = max(rss[1:]) - rss[1]
+    print(f"RSS after each epoch (MB): {[round(r, 1) for r in rss]}; growth {growth:.1f} MB")
+    assert growth < MAX_GROWTH_MB, rss
+
+    folder = run / "checkpoints"
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == ["best.pt", "epoch_0005.pt", "epoch_0006.pt", "final.pt", "last.pt"]
+    assert load_checkpoint(folder / "epoch_0005.pt")["epoch"] == 5
+    assert load_checkpoint(folder / "epoch_0006.pt")["epoch"] == EPOCHS
