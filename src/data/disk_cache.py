@@ -45,7 +45,7 @@ class CheckedPersistentDataset(PersistentDataset):
         entry = Path(self.cache_dir) / f"{name}.pt"
         if entry.is_file():
             try:
-                return torch.load(entry, weights_only=self.weights_only)
+                return torch.load(entry, weights_only=True)  # never pickled code
             except Exception as err:  # torn, empty, garbage: the image is still there
                 print(
                     f"warning: disk cache entry {entry} is damaged ({type(err).__name__}); "
