@@ -152,6 +152,7 @@ def stress(
             break
         before = metric_rows(run / "metrics.csv")
         kind = "after-epoch" if stuck >= 2 else rng.choice(KINDS)
+        kind = "cache-write" if done == 0 else kind  # the first kill: mid first cache epoch
         kind = schedule[done] if schedule else kind
         if kind == "cache-write" and any(cache.rglob("*.pt")) and resume:
             kind = "in-epoch"  # the cache is complete after the first epoch

@@ -222,7 +222,7 @@ CASES = [
     ),
     (
         "absolute-path-not-allowed",
-        lambda c: c.rows[0].update(image=str(c.image(0))),
+        lambda c: c.rows[0].update(image=str(c.tmp / "elsewhere" / "p0.nii.gz")),
         [],
         ["row 2", "leads outside", "data.allow_absolute_paths"],
     ),

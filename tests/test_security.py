@@ -128,8 +128,16 @@ def test_absolute_csv_paths_need_the_config_switch(tmp_path, capsys):
     case.raw["data"]["allow_absolute_paths"] = True
     case.raw["train"]["batch_size"] = 64  # stop right after the data checks
     case.run(capsys)
-    records = read_records(config_from_dict(case.raw))
-    assert records[0]["image"] == str(target)
-    case.rows[1]["image"] = "../elsewhere/p0.nii.gz"  # relative escapes stay refused
+    assert read_records(config_from_dict(case.raw))[0]["image"] == str(target)
+    case.rows[0]["image"] = "../elsewhere/p0.nii.gz"  # relative escapes stay refused
     code, _, err = case.run(capsys)
-    assert code == 2 and "row 3: image path '../elsewhere/p0.nii.gz' leads outside" in err
+    assert code == 2 and "row 2: image path '../elsewhere/p0.nii.gz' leads outside" in err
+
+
+def test_absolute_path_inside_the_root_is_accepted(tmp_path, capsys):
+    case = Case(tmp_path)
+    case.rows[0]["image"] = str(case.image(0))
+    case.raw["train"]["batch_size"] = 64  # stop right after the data checks
+    code, _, err = case.run(capsys)
+    assert code == 2 and "train.batch_size" in err  # the path passed
+    assert read_records(config_from_dict(case.raw))[0]["image"] == str(case.root / "p0.nii.gz")

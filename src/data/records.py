@@ -44,15 +44,14 @@ def _parse_label(value: str, csv_path: Path, row: int, column: str) -> float:
 
 
 def _image_path(root: Path, name: str, allow_absolute: bool) -> Path | None:
-    """``root/name`` made absolute, or None when it leaves ``root``. The test is lexical (``..``
-    and absolute names), so symlinks the data owner placed inside the root still work."""
-    if Path(name).is_absolute():
-        return Path(os.path.normpath(name)) if allow_absolute else None
+    """``root/name`` made absolute, or None when it leaves ``root`` (an absolute ``name``
+    outside the root only passes with ``allow_absolute``). The test is lexical (``..``), so
+    symlinks the data owner placed inside the root still work."""
     base = os.path.normpath(os.path.abspath(root))
-    path = os.path.normpath(os.path.join(base, name))
-    if os.path.commonpath([base, path]) != base:
-        return None
-    return Path(path)
+    path = os.path.normpath(os.path.join(base, name))  # an absolute name replaces base
+    if os.path.commonpath([base, path]) == base or (allow_absolute and os.path.isabs(name)):
+        return Path(path)
+    return None
 
 
 def _patient_of(row: dict[str, str], name: str, d: DataConfig) -> str:
