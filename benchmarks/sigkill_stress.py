@@ -8,7 +8,7 @@ real name loads, ``metrics.csv`` parses. Before one of the resumes a disk-cache 
 truncated (a disk fault): it must be rebuilt and logged. At the end the run's ``metrics.csv``
 must equal the uninterrupted run's byte for byte.
 
-    python -m benchmarks.sigkill_stress --kills 20 --seed 0            # tiny phantom, ~5 min
+    python -m benchmarks.sigkill_stress --kills 20 --seed 0   # tiny phantom, 24 epochs
 
 The CI version (5 kills) is ``tests/training/test_sigkill_stress.py``.
 """
@@ -159,6 +159,7 @@ def stress(
         came = _kill_when(kind, proc, run, cache, rng, epoch_s)
         if proc.poll() is not None:  # finished before the moment came: nothing left to kill
             assert proc.returncode == 0, log.read_text()[-3000:]
+            print(f"the run finished after {done} of {kills} kills: raise --epochs", flush=True)
             break
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
@@ -184,7 +185,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--kills", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--epochs", type=int, default=12)
+    ap.add_argument("--epochs", type=int, default=24)
     ap.add_argument("--out", type=Path, default=None, help="work folder (default: a temp dir)")
     args = ap.parse_args(argv)
     out = args.out or Path(tempfile.mkdtemp(prefix="sigkill-"))
