@@ -11,7 +11,6 @@ import csv
 import io
 import json
 import math
-import os
 import sys
 import time
 import warnings
@@ -29,6 +28,7 @@ from src.data.loaders import build_dataset, build_loader
 from src.data.pipeline import prepare_splits
 from src.data.records import DataError, label_matrix
 from src.data.splits import describe_splits
+from src.data.tuning import resolve_loader_settings
 from src.models import ModelError, create_model
 from src.training.tasks import Task, build_task
 from src.training.tracking import Tracker
@@ -146,9 +146,9 @@ def seed_epoch(seed: int, epoch: int, datasets: list, generator: torch.Generator
     """Reseed everything random in an epoch from (seed, epoch): a resumed run repeats it."""
     epoch_seed = seed * 100_003 + epoch
     seed_everything(epoch_seed)
-    generator.manual_seed(epoch_seed)  # shuffling order and DataLoader worker seeds
-    for ds in datasets:  # augmentation in the main process (num_workers=0)
-        ds.transform.set_random_state(seed=epoch_seed % 2**32)
+    generator.manual_seed(epoch_seed)  # shuffling order
+    for ds in datasets:  # augmentation, per item, in the workers or the main process
+        ds.set_epoch_seed(epoch_seed)
 
 
 def write_metrics_csv(history: list[dict[str, Any]], path: Path) -> None:
@@ -198,7 +198,8 @@ def fit(cfg: Config, run_dir: Path, resume_from: Path | None = None) -> dict[str
     """Train as ``cfg`` says, in ``run_dir``; resume from a checkpoint when given one."""
     # ---- build --------------------------------------------------------------------------
     progress = cfg.logging.progress
-    torch.set_num_threads(cfg.train.threads or max(1, os.cpu_count() or 1))
+    loading = resolve_loader_settings(cfg)
+    torch.set_num_threads(loading.threads)
     seed_everything(cfg.train.seed)
     device = resolve_device(cfg.train.device)
     amp_dtype = resolve_amp(cfg.train.amp, device)
@@ -209,6 +210,7 @@ def fit(cfg: Config, run_dir: Path, resume_from: Path | None = None) -> dict[str
     save_config(cfg, run_dir / "config.yaml")
     parts = prepare_splits(cfg, run_dir, reuse=ckpt is not None, progress=progress)
     print(describe_splits(parts, cfg.class_names))
+    print(loading.describe())
     train_ds = build_dataset(parts["train"], cfg, train=True, progress=progress)
     val_ds = build_dataset(parts["val"], cfg, train=False, progress=progress)
     generator = torch.Generator()
