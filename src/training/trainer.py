@@ -285,11 +285,12 @@ def fit(cfg: Config, run_dir: Path, resume_from: Path | None = None) -> dict[str
         print(f"resumed from {resume_from} at epoch {start_epoch}")
     tracker = Tracker(cfg, run_dir, run_id, enabled=is_main())
     ckpt_dir = run_dir / "checkpoints"
-    finished = ckpt is not None and (ckpt.get("finished") or start_epoch >= cfg.train.epochs)
+    stopped = ckpt is not None and ckpt["early_stopped"]  # --set train.epochs=N extends a run
+    ran_epochs = 0
 
     # ---- epochs -------------------------------------------------------------------------
     for epoch in range(start_epoch, cfg.train.epochs):
-        if finished:
+        if stopped:
             break
         t0 = time.perf_counter()
         seed_epoch(cfg.train.seed, epoch, [train_ds], generator, get_rank())
@@ -314,7 +315,7 @@ def fit(cfg: Config, run_dir: Path, resume_from: Path | None = None) -> dict[str
         row |= validate_epoch(model, val_loader, task, device, amp_dtype, progress)
         history.append(row)
         improved = stopper.step(row[cfg.train.monitor], epoch + 1)
-        finished = stopper.should_stop or epoch + 1 == cfg.train.epochs
+        ran_epochs += 1
         state = {
             "epoch": epoch + 1,
             "step": step,
@@ -322,7 +323,7 @@ def fit(cfg: Config, run_dir: Path, resume_from: Path | None = None) -> dict[str
             "best_value": stopper.best,
             "history": history,
             "wandb_run_id": tracker.run_id,
-            "finished": finished,
+            "early_stopped": stopper.should_stop,
         }
         checkpoint = make_checkpoint(
             state, cfg, model, optimizer=optimizer, scheduler=scheduler, scaler=scaler
@@ -341,7 +342,7 @@ def fit(cfg: Config, run_dir: Path, resume_from: Path | None = None) -> dict[str
     # ---- end ----------------------------------------------------------------------------
     barrier()  # rank 0 has written its checkpoints before any rank reads best.pt
     final = ckpt_dir / "final.pt"
-    if is_main() and not final.is_file() and (ckpt_dir / "last.pt").is_file():
+    if is_main() and (ran_epochs or not final.is_file()) and (ckpt_dir / "last.pt").is_file():
         atomic_torch_save(load_checkpoint(ckpt_dir / "last.pt"), final)
     summary = {
         "run_dir": str(run_dir),
