@@ -29,26 +29,7 @@ from src.data.pipeline import prepare_splits
 from src.data.records import DataError, label_matrix
 from src.data.splits import describe_splits
 from src.models import ModelError, create_model
-from src.training.distributed import (
-    barrier,
-    broadcast_buffers,
-    close_distributed,
-    default_threads,
-    distribute_model,
-    gather_predictions,
-    get_rank,
-    init_distributed,
-    is_main,
-    main_first,
-    mean_over_ranks,
-    rank_device,
-    realign_schedule,
-    run_on_main,
-    set_sampler_epoch,
-    shard_records,
-    shard_sampler,
-    warm_disk_cache,
-)
+from src.training import distributed as ddp
 from src.training.tasks import Task, build_task
 from src.training.tracking import Tracker
 from src.training.utils import (
@@ -155,7 +136,7 @@ def validate_epoch(
     """Unweighted loss and every metric of ``task`` on ``loader``, keyed ``<prefix>/<name>``.
     Under torchrun: on the whole split, gathered from every rank's shard."""
     logits, labels = predict(unwrap_model(model), loader, device, amp_dtype, progress, prefix)
-    logits, labels = gather_predictions(logits, labels)
+    logits, labels = ddp.gather_predictions(logits, labels)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # single-class findings: see metrics
         metrics = task.metrics(logits, labels)
@@ -221,28 +202,28 @@ def make_checkpoint(state: dict[str, Any], cfg: Config, model: nn.Module, **objs
 def fit(cfg: Config, run_dir: Path, resume_from: Path | None = None) -> dict[str, Any]:
     """Train as ``cfg`` says, in ``run_dir``; resume from a checkpoint when given one."""
     # ---- build --------------------------------------------------------------------------
-    progress = cfg.logging.progress and is_main()
-    torch.set_num_threads(cfg.train.threads or default_threads())
+    progress = cfg.logging.progress and ddp.is_main()
+    torch.set_num_threads(cfg.train.threads or ddp.default_threads())
     seed_everything(cfg.train.seed)
-    device = rank_device(resolve_device(cfg.train.device))
+    device = ddp.rank_device(resolve_device(cfg.train.device))
     amp_dtype = resolve_amp(cfg.train.amp, device)
     ckpt = load_checkpoint(resume_from) if resume_from else None
     if ckpt is not None:
         check_resume_compatible(ckpt["config"], cfg, resume_from)
-    if is_main():  # under torchrun rank 0 alone writes into the run folder
+    if ddp.is_main():  # under torchrun rank 0 alone writes into the run folder
         (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
-    with main_first():  # rank 0 makes the phantom and splits.json; the others then read them
-        reuse = ckpt is not None or not is_main()
+    with ddp.main_first():  # rank 0 makes the phantom and splits.json; the others then read them
+        reuse = ckpt is not None or not ddp.is_main()
         parts = prepare_splits(cfg, run_dir, reuse=reuse, progress=progress)
     print(describe_splits(parts, cfg.class_names))
-    warm_disk_cache([parts["train"], parts["val"]], cfg, progress)
-    train_ds = build_dataset(shard_records(parts["train"], cfg, True), cfg, True, progress)
-    val_ds = build_dataset(shard_records(parts["val"], cfg, False), cfg, False, progress)
+    ddp.warm_disk_cache([parts["train"], parts["val"]], cfg, progress)
+    train_ds = build_dataset(ddp.shard_records(parts["train"], cfg, True), cfg, True, progress)
+    val_ds = build_dataset(ddp.shard_records(parts["val"], cfg, False), cfg, False, progress)
     generator = torch.Generator()
-    train_sampler = shard_sampler(train_ds, cfg, train=True)
+    train_sampler = ddp.shard_sampler(train_ds, cfg, train=True)
     train_loader = build_loader(train_ds, cfg, True, generator, train_sampler)
-    val_loader = build_loader(val_ds, cfg, False, sampler=shard_sampler(val_ds, cfg, False))
+    val_loader = build_loader(val_ds, cfg, False, sampler=ddp.shard_sampler(val_ds, cfg, False))
     task = build_task(cfg, label_matrix(parts["train"]))
     check_monitor(cfg, task)
     model = create_model(
@@ -253,7 +234,7 @@ def fit(cfg: Config, run_dir: Path, resume_from: Path | None = None) -> dict[str
         cfg.data.spatial_size,
         **cfg.model.params,
     ).to(device)
-    model = distribute_model(model, cfg, device)  # DDP under torchrun, else the model itself
+    model = ddp.distribute_model(model, cfg, device)  # DDP under torchrun, else the model itself
     o = cfg.optim
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=o.lr, weight_decay=o.weight_decay, betas=tuple(o.betas)
@@ -278,12 +259,12 @@ def fit(cfg: Config, run_dir: Path, resume_from: Path | None = None) -> dict[str
         set_rng_state(ckpt["rng"])
         history, start_epoch, step = ckpt["history"], ckpt["epoch"], ckpt["step"]
         if step != start_epoch * steps_per_epoch:  # resumed with another world or batch size
-            step = realign_schedule(scheduler, start_epoch * steps_per_epoch)
+            step = ddp.realign_schedule(scheduler, start_epoch * steps_per_epoch)
         run_id = ckpt["wandb_run_id"]
-        if is_main():  # drop rows newer than the checkpoint
+        if ddp.is_main():  # drop rows newer than the checkpoint
             write_metrics_csv(history, run_dir / "metrics.csv")
         print(f"resumed from {resume_from} at epoch {start_epoch}")
-    tracker = Tracker(cfg, run_dir, run_id, enabled=is_main())
+    tracker = Tracker(cfg, run_dir, run_id, enabled=ddp.is_main())
     ckpt_dir = run_dir / "checkpoints"
     stopped = ckpt is not None and ckpt["early_stopped"]  # --set train.epochs=N extends a run
     ran_epochs = 0
@@ -293,8 +274,8 @@ def fit(cfg: Config, run_dir: Path, resume_from: Path | None = None) -> dict[str
         if stopped:
             break
         t0 = time.perf_counter()
-        seed_epoch(cfg.train.seed, epoch, [train_ds], generator, get_rank())
-        set_sampler_epoch(train_loader, epoch)
+        seed_epoch(cfg.train.seed, epoch, [train_ds], generator, ddp.get_rank())
+        ddp.set_sampler_epoch(train_loader, epoch)
         train_loss = train_epoch(
             model,
             train_loader,
@@ -309,9 +290,9 @@ def fit(cfg: Config, run_dir: Path, resume_from: Path | None = None) -> dict[str
             progress,
         )
         step += steps_per_epoch
-        broadcast_buffers(model)  # every rank evaluates the BatchNorm statistics rank 0 saves
+        ddp.broadcast_buffers(model)  # every rank evaluates the BatchNorm statistics rank 0 saves
         row = {"epoch": epoch + 1, "step": step, "lr": optimizer.param_groups[0]["lr"]}
-        row |= {"train/loss": mean_over_ranks(train_loss)}
+        row |= {"train/loss": ddp.mean_over_ranks(train_loss)}
         row |= validate_epoch(model, val_loader, task, device, amp_dtype, progress)
         history.append(row)
         improved = stopper.step(row[cfg.train.monitor], epoch + 1)
@@ -328,7 +309,7 @@ def fit(cfg: Config, run_dir: Path, resume_from: Path | None = None) -> dict[str
         checkpoint = make_checkpoint(
             state, cfg, model, optimizer=optimizer, scheduler=scheduler, scaler=scaler
         )
-        if is_main():
+        if ddp.is_main():
             atomic_torch_save(checkpoint, ckpt_dir / "last.pt")
             if improved and cfg.checkpoint.save_best:
                 atomic_torch_save(checkpoint, ckpt_dir / "best.pt")
@@ -340,9 +321,9 @@ def fit(cfg: Config, run_dir: Path, resume_from: Path | None = None) -> dict[str
             break
 
     # ---- end ----------------------------------------------------------------------------
-    barrier()  # rank 0 has written its checkpoints before any rank reads best.pt
+    ddp.barrier()  # rank 0 has written its checkpoints before any rank reads best.pt
     final = ckpt_dir / "final.pt"
-    if is_main() and (ran_epochs or not final.is_file()) and (ckpt_dir / "last.pt").is_file():
+    if ddp.is_main() and (ran_epochs or not final.is_file()) and (ckpt_dir / "last.pt").is_file():
         atomic_torch_save(load_checkpoint(ckpt_dir / "last.pt"), final)
     summary = {
         "run_dir": str(run_dir),
@@ -353,7 +334,7 @@ def fit(cfg: Config, run_dir: Path, resume_from: Path | None = None) -> dict[str
         summary |= evaluate_best(
             cfg, model, ckpt_dir / "best.pt", parts["test"], device, amp_dtype, task
         )
-        if is_main():
+        if ddp.is_main():
             (run_dir / "test_metrics.json").write_text(json.dumps(summary, indent=1))
     tracker.summary(summary)
     tracker.finish()
@@ -364,8 +345,10 @@ def fit(cfg: Config, run_dir: Path, resume_from: Path | None = None) -> dict[str
 def evaluate_best(cfg, model, best_path, records, device, amp_dtype, task) -> dict[str, float]:
     """Test-split metrics of the best checkpoint (picked on validation only)."""
     load_model_state(model, load_checkpoint(best_path)["model"], str(best_path))
-    dataset = build_dataset(shard_records(records, cfg, False), cfg, train=False, progress=False)
-    loader = build_loader(dataset, cfg, False, sampler=shard_sampler(dataset, cfg, False))
+    dataset = build_dataset(
+        ddp.shard_records(records, cfg, False), cfg, train=False, progress=False
+    )
+    loader = build_loader(dataset, cfg, False, sampler=ddp.shard_sampler(dataset, cfg, False))
     return validate_epoch(model, loader, task, device, amp_dtype, cfg.logging.progress, "test")
 
 
@@ -480,14 +463,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         cfg = load_config(args.config, args.set)
-        init_distributed(cfg.train.device)  # under torchrun; a single process otherwise
-        run_dir, resume_from = run_on_main(lambda: resolve_run(args, cfg))  # one run folder
+        ddp.init_distributed(cfg.train.device)  # under torchrun; a single process otherwise
+        run_dir, resume_from = ddp.run_on_main(lambda: resolve_run(args, cfg))  # one run folder
         fit(cfg, run_dir, resume_from)
     except USER_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     finally:
-        close_distributed()
+        ddp.close_distributed()
     return 0
 
 
