@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 from monai.data import CacheDataset, DataLoader, Dataset, PersistentDataset
+from torch.utils.data import Sampler
 
 from src.config import Config
 from src.data.augmented import AugmentedDataset
@@ -76,15 +77,21 @@ def cache_workers() -> int:
 
 
 def build_loader(
-    dataset: Dataset, cfg: Config, train: bool, generator: torch.Generator | None = None
+    dataset: Dataset,
+    cfg: Config,
+    train: bool,
+    generator: torch.Generator | None = None,
+    sampler: Sampler | None = None,
 ) -> DataLoader:
     """A MONAI DataLoader; ``generator`` (reseeded every epoch) fixes the order. Augmentation
-    is seeded per item (``AugmentedDataset``), so persistent workers keep a resume exact."""
+    is seeded per item (``AugmentedDataset``), so persistent workers keep a resume exact.
+    ``sampler`` (a rank's shard under torchrun) replaces the loader's own shuffling."""
     s = resolve_loader_settings(cfg)
     return DataLoader(
         dataset,
         batch_size=cfg.train.batch_size,
-        shuffle=train,
+        shuffle=train and sampler is None,
+        sampler=sampler,
         num_workers=s.num_workers,
         generator=generator,
         pin_memory=s.pin_memory,

@@ -3,7 +3,8 @@
 ``train.num_workers`` (-1), ``train.threads`` (0), ``train.pin_memory``,
 ``train.persistent_workers`` (``auto``) and ``train.prefetch_factor`` (0) mean "choose for me":
 
-- cores: the CPUs this process may run on (affinity mask), capped by a cgroup CPU quota;
+- cores: the CPUs this process may run on (affinity mask), capped by a cgroup CPU quota and
+  divided among torchrun's processes on the node;
 - workers: on CUDA ``cores - 1`` (at most 8): the main process only launches kernels; on the
   CPU ``cores // 2`` (at most 4): the model's own threads need the other half;
 - threads (``torch.set_num_threads``): the cores the workers leave, at least 1;
@@ -25,7 +26,8 @@ from src.config import Config
 
 
 def available_cores() -> int:
-    """CPUs this process may use: the affinity mask, capped by a cgroup v2 ``cpu.max`` quota."""
+    """CPUs this process may use: the affinity mask, capped by a cgroup v2 ``cpu.max`` quota,
+    shared among the processes torchrun starts on this node (``LOCAL_WORLD_SIZE``)."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
@@ -36,7 +38,7 @@ def available_cores() -> int:
             cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
     except (OSError, ValueError):
         pass
-    return max(1, cores)
+    return max(1, cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
 
 
 def uses_cuda(cfg: Config) -> bool:

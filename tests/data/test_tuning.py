@@ -57,3 +57,9 @@ def test_available_cores_is_within_the_machine():
 def test_bad_values_name_the_key(key, value):
     with pytest.raises(ConfigError, match=f"train.{key}"):
         config_from_dict({"data": BASE, "train": {key: value}})
+
+
+def test_torchrun_processes_share_the_node(monkeypatch):
+    alone = available_cores()
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert available_cores() == max(1, alone // 2)
