@@ -88,10 +88,14 @@ def build_loader(
     """A MONAI DataLoader; ``generator`` (reseeded every epoch) fixes order and worker seeds.
     ``sampler`` (a rank's shard under torchrun) replaces the loader's own shuffling."""
     workers = resolve_num_workers(cfg)
+    n = len(sampler) if sampler is not None else len(dataset)
+    # A last training batch of one sample breaks BatchNorm; drop it (shuffling varies which).
+    drop_last = train and n > cfg.train.batch_size and n % cfg.train.batch_size == 1
     return DataLoader(
         dataset,
         batch_size=cfg.train.batch_size,
         shuffle=train and sampler is None,
+        drop_last=drop_last,
         sampler=sampler,
         num_workers=workers,
         generator=generator,
