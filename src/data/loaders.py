@@ -87,10 +87,14 @@ def build_loader(
     is seeded per item (``AugmentedDataset``), so persistent workers keep a resume exact.
     ``sampler`` (a rank's shard under torchrun) replaces the loader's own shuffling."""
     s = resolve_loader_settings(cfg)
+    n = len(sampler) if sampler is not None else len(dataset)
+    # A last training batch of one sample breaks BatchNorm; drop it (shuffling varies which).
+    drop_last = train and n > cfg.train.batch_size and n % cfg.train.batch_size == 1
     return DataLoader(
         dataset,
         batch_size=cfg.train.batch_size,
         shuffle=train and sampler is None,
+        drop_last=drop_last,
         sampler=sampler,
         num_workers=s.num_workers,
         generator=generator,
