@@ -39,8 +39,7 @@ def item_hash(item: dict[str, Any]) -> bytes:
 def to_items(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """What the transforms see: the path, the label as a tensor and the id."""
     return [
-        {"image": r["image"], "label": torch.as_tensor(r["label"]), "id": r["id"]}
-        for r in records
+        {"image": r["image"], "label": torch.as_tensor(r["label"]), "id": r["id"]} for r in records
     ]
 
 

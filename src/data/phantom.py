@@ -1,4 +1,4 @@
-"""Built-in phantom chest CT data set: real NIfTI volumes and a labels CSV, deterministic from a seed.
+"""Built-in phantom chest CT: real NIfTI volumes and a labels CSV, deterministic from a seed.
 
 Each scan is an int16 Hounsfield-like volume of a thorax (body, lungs, heart, aorta, spine,
 lung vessels) with anisotropic spacing, a varying field of view and matrix size, and one of two
@@ -236,8 +236,9 @@ def _render_scan(
         cv.paint(c, (r, r, r), -990.0, lung)
     if anat.bullae:
         pts = np.array([c for c, _ in anat.bullae])
-        regions["Emphysema"] = [{"bbox_mm": [pts.min(0).round(1).tolist(),
-                                             pts.max(0).round(1).tolist()]}]
+        regions["Emphysema"] = [
+            {"bbox_mm": [pts.min(0).round(1).tolist(), pts.max(0).round(1).tolist()]}
+        ]
     if findings["Consolidation"]:
         c0 = np.array(_point_in_lung(rng, anat, 0.55))
         hu = rng.uniform(-150, 20)
@@ -327,8 +328,13 @@ def generate_phantom_ct(
                 hu, affine, reg = _render_scan(anat, srng, findings, matrix)
                 name = f"P{p:04d}_S{s}"
                 rel = f"images/{name}.nii.gz"
-                _save_nifti(hu, affine, tmp / rel, lps=bool(srng.random() < 0.5),
-                            intercept=bool(srng.random() < 0.5))
+                _save_nifti(
+                    hu,
+                    affine,
+                    tmp / rel,
+                    lps=bool(srng.random() < 0.5),
+                    intercept=bool(srng.random() < 0.5),
+                )
                 rows.append(
                     {"image": rel, "patient_id": f"P{p:04d}", "center": center}
                     | {f: int(findings[f]) for f in FINDINGS}
