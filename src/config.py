@@ -76,6 +76,7 @@ class DataConfig:
     cache: Literal["none", "disk", "ram", "disk+ram"] = "disk+ram"
     cache_dir: str = "outputs/cache"
     cache_dtype: Literal["float32", "float16"] = "float32"
+    ram_cache_shard: bool = False  # under torchrun: each rank caches only its own fixed shard
     on_bad_sample: Literal["error", "skip"] = "error"
     allow_absolute_paths: bool = False
     phantom: PhantomConfig = field(default_factory=PhantomConfig)
@@ -110,6 +111,9 @@ class TrainConfig:
     amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
     num_workers: int = -1
     threads: int = 0
+    pin_memory: bool | Literal["auto"] = "auto"
+    persistent_workers: bool | Literal["auto"] = "auto"
+    prefetch_factor: int = 0
     pos_weight: bool = False
     class_weights: bool = False
     monitor: str = "val/roc_auc_macro"
@@ -117,6 +121,7 @@ class TrainConfig:
     patience: int = 10
     min_delta: float = 0.0
     eval_test: bool = True
+    sync_batchnorm: bool = False  # under torchrun on GPUs: BatchNorm statistics over all ranks
     max_nonfinite_steps: int = 5
 
 
@@ -186,6 +191,9 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 return _coerce(value, arg, key)
             except ConfigError as err:
                 errors.append(str(err))
+        if all(e.startswith(f"{key}: expected") for e in errors):  # e.g. true, false or 'auto'
+            names = " or ".join(_type_name(a) for a in get_args(tp) if a is not type(None))
+            raise ConfigError(f"{key}: expected {names}, got {value!r}")
         raise ConfigError(errors[0])
     if origin is Literal:
         if value in get_args(tp):
@@ -282,6 +290,11 @@ def _check(cfg: Config) -> None:
     )
     need(all(s > 0 for s in d.spacing), "data.spacing", "spacings must be positive (mm)")
     need(d.intensity_max > d.intensity_min, "data.intensity_max", "must exceed intensity_min")
+    need(
+        not d.ram_cache_shard or "ram" in d.cache,
+        "data.ram_cache_shard",
+        "shards the RAM cache; set data.cache to ram or disk+ram, or turn it off",
+    )
     s = d.split
     need(0 <= s.val_fraction < 1, "data.split.val_fraction", "must be in [0, 1)")
     need(0 <= s.test_fraction < 1, "data.split.test_fraction", "must be in [0, 1)")
@@ -322,6 +335,7 @@ def _check(cfg: Config) -> None:
     need(cfg.checkpoint.keep_last_n >= 0, "checkpoint.keep_last_n", "must be >= 0 (0 keeps none)")
     need(t.num_workers >= -1, "train.num_workers", "must be >= 0, or -1 for automatic")
     need(t.threads >= 0, "train.threads", "must be >= 0 (0 chooses from the cores available)")
+    need(t.prefetch_factor >= 0, "train.prefetch_factor", "must be >= 0 (0 chooses for you)")
     need(
         t.device == "auto" or t.device == "cpu" or t.device.startswith("cuda"),
         "train.device",

@@ -11,7 +11,7 @@ from src.data.records import DataError, read_records
 from src.data.splits import load_splits, make_splits, save_splits, split_records
 from src.data.validate import check_images, check_training_split
 
-PHANTOM_VERSION = 3
+PHANTOM_VERSION = 4
 
 
 def ensure_phantom(cfg: Config, progress: bool = True) -> None:
@@ -27,7 +27,12 @@ def ensure_phantom(cfg: Config, progress: bool = True) -> None:
             f"data.csv: with data.phantom.kind={ph.kind} the CSV is generated as {expected_csv}; "
             "set data.csv to that path"
         )
-    stamp = {"kind": ph.kind, "n_patients": ph.n_patients, "seed": ph.seed, "version": PHANTOM_VERSION}
+    stamp = {
+        "kind": ph.kind,
+        "n_patients": ph.n_patients,
+        "seed": ph.seed,
+        "version": PHANTOM_VERSION,
+    }
     stamp_path = root / "phantom.json"
     if expected_csv.is_file() and stamp_path.is_file():
         if json.loads(stamp_path.read_text()) == stamp:

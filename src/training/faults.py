@@ -1,10 +1,12 @@
 """Numerical faults in the training loop: skip a bad step, stop after too many in a row.
 
-A step whose loss or gradient is not finite is skipped (no optimizer update) with a warning on
-stderr. After ``train.max_nonfinite_steps`` such steps in a row the run stops with
-``NonFiniteError``; nothing is written after the last good epoch, so ``checkpoints/last.pt`` is
-the last good state. Under fp16 autocast the GradScaler already skips steps with inf/NaN
-gradients (that is how it finds its scale), so only the loss is checked there.
+A step whose gradients are not finite (a NaN/inf loss makes them so) is skipped, no optimizer
+update, with a warning on stderr naming the loss or the gradient. After
+``train.max_nonfinite_steps`` such steps in a row the run stops with ``NonFiniteError``; nothing
+is written after the last good epoch, so ``checkpoints/last.pt`` is the last good state. The
+decision reads the gradients, which under torchrun are already all-reduced, so every rank skips
+or stops at the same step. Under fp16 autocast the GradScaler already skips steps with inf/NaN
+gradients (that is how it finds its scale), so the guard leaves those steps to it.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ class NonFiniteGuard:
         self._bad_loss = False
 
     def loss_ok(self, loss: torch.Tensor) -> bool:
-        """False (and the whole optimizer step will be skipped) for a NaN/inf loss."""
+        """False for a NaN/inf loss (left out of the epoch's mean; named in the warning)."""
         ok = bool(torch.isfinite(loss.detach()).all())
         self._bad_loss |= not ok
         return ok
@@ -41,13 +43,12 @@ class NonFiniteGuard:
     def step_ok(self, model: nn.Module, scaler: torch.amp.GradScaler, batch: int) -> bool:
         """Whether the gradients gathered since the last step may be applied."""
         where = f"epoch {self.epoch} batch {batch}" if self.epoch else f"batch {batch}"
-        reason = "loss" if self._bad_loss else ""
-        if not reason and not scaler.is_enabled():
-            grads = [p.grad for p in model.parameters() if p.grad is not None]
-            if grads and not math.isfinite(float(nn.utils.get_total_norm(grads))):
-                reason = "gradient"
+        reason = "loss" if self._bad_loss else "gradient"
         self._bad_loss = False
-        if not reason:
+        if scaler.is_enabled():  # fp16: GradScaler skips inf/NaN steps and lowers its scale
+            return True
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        if not grads or math.isfinite(float(nn.utils.get_total_norm(grads))):
             self.in_a_row = 0
             return True
         self.in_a_row += 1
