@@ -58,3 +58,18 @@ def tiny_config(tiny_phantom, tmp_path) -> tuple[Config, Path]:
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(raw))
     return config_from_dict(raw), path
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_phantom, tmp_path_factory) -> Path:
+    """A finished tiny training run with a test split (and its report); returns the folder."""
+    from src.training.trainer import fit
+
+    out = tmp_path_factory.mktemp("tiny_run")
+    raw = tiny_raw_config(tiny_phantom, out)
+    raw["data"]["split"] |= {"test_fraction": 0.25}
+    raw["train"]["batch_size"] = 3  # 9 training scans: no batch of one for BatchNorm
+    raw["evaluation"] = {"bootstrap": 200, "gradcam_per_group": 1}
+    run = out / "run"
+    fit(config_from_dict(raw), run)
+    return run

@@ -29,6 +29,7 @@ from src.data.loaders import build_dataset, build_loader
 from src.data.pipeline import prepare_splits
 from src.data.records import DataError, label_matrix
 from src.data.splits import describe_splits
+from src.evaluate import report_after_training
 from src.models import ModelError, create_model
 from src.training.tasks import Task, build_task
 from src.training.tracking import Tracker
@@ -316,6 +317,7 @@ def fit(cfg: Config, run_dir: Path, resume_from: Path | None = None) -> dict[str
             cfg, model, ckpt_dir / "best.pt", parts["test"], device, amp_dtype, task
         )
         (run_dir / "test_metrics.json").write_text(json.dumps(summary, indent=1))
+    report_after_training(cfg, run_dir, tracker)  # report.html / .md; a failure only warns
     tracker.summary(summary)
     tracker.finish()
     print_summary(summary, cfg, run_dir, tracker)
