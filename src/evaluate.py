@@ -22,7 +22,6 @@ from typing import Any
 import numpy as np
 
 from src.config import Config
-from src.data.pipeline import prepare_splits
 from src.data.records import DataError
 from src.inference.runtime import (
     USER_ERRORS,
@@ -32,6 +31,7 @@ from src.inference.runtime import (
     one_hot_labels,
     predict_records,
     resolve_checkpoint,
+    run_splits,
 )
 from src.reporting import plots
 from src.reporting.bootstrap import metrics_with_ci
@@ -76,7 +76,7 @@ def split_predictions(
 ) -> SplitPredictions:
     """Predict ``split``; thresholds are chosen on validation (or read from the run folder)."""
     cfg, names = run.cfg, task_class_names(run.cfg)
-    parts = prepare_splits(cfg, run.run_dir, reuse=True, progress=False)
+    parts = run_splits(cfg, run.run_dir)
     if not parts[split]:
         raise DataError(f"--split: the run {run.run_dir} has no {split} split; use --split val")
     thresholds = None if fresh_thresholds else load_thresholds(run.run_dir)

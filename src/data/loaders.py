@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 from monai.data import CacheDataset, DataLoader, Dataset, PersistentDataset
+from torch.utils.data import Sampler
 
 from src.config import Config
 from src.data.transforms import build_augmentation, build_preprocessing, preprocessing_key
@@ -78,14 +79,24 @@ def resolve_num_workers(cfg: Config) -> int:
 
 
 def build_loader(
-    dataset: Dataset, cfg: Config, train: bool, generator: torch.Generator | None = None
+    dataset: Dataset,
+    cfg: Config,
+    train: bool,
+    generator: torch.Generator | None = None,
+    sampler: Sampler | None = None,
 ) -> DataLoader:
-    """A MONAI DataLoader; ``generator`` (reseeded every epoch) fixes order and worker seeds."""
+    """A MONAI DataLoader; ``generator`` (reseeded every epoch) fixes order and worker seeds.
+    ``sampler`` (a rank's shard under torchrun) replaces the loader's own shuffling."""
     workers = resolve_num_workers(cfg)
+    n = len(sampler) if sampler is not None else len(dataset)
+    # A last training batch of one sample breaks BatchNorm; drop it (shuffling varies which).
+    drop_last = train and n > cfg.train.batch_size and n % cfg.train.batch_size == 1
     return DataLoader(
         dataset,
         batch_size=cfg.train.batch_size,
-        shuffle=train,
+        shuffle=train and sampler is None,
+        drop_last=drop_last,
+        sampler=sampler,
         num_workers=workers,
         generator=generator,
         pin_memory=torch.cuda.is_available(),

@@ -138,14 +138,15 @@ def _sample_anatomy(rng: np.random.Generator) -> Anatomy:
         for _ in range(rng.integers(1, 4)):
             anat.nodules.append((_point_in_lung(rng, anat, 0.7), rng.uniform(6.0, 11.0)))
     if findings["Arterial wall calcification"]:
-        for _ in range(rng.integers(4, 9)):  # plaques on the aortic wall and the heart surface
+        for _ in range(rng.integers(6, 13)):  # plaques on the aortic wall and the heart surface
             t = rng.uniform(0, 2 * np.pi)
             if rng.random() < 0.6:
                 pos = (-0.10 * a + 13 * np.cos(t), -0.45 * b + 13 * np.sin(t), rng.uniform(-80, 90))
             else:
-                pos = (-0.12 * a + 0.30 * a * np.cos(t), 0.30 * b + 0.34 * b * np.sin(t), -25.0)
-            r = rng.uniform(3.0, 4.5)
-            anat.calcs.append((pos, (r, r, rng.uniform(8.0, 16.0)), rng.uniform(600, 1200)))
+                hx, hy = anat.heart_scale * 0.30 * a, anat.heart_scale * 0.34 * b
+                pos = (-0.12 * a + hx * np.cos(t), 0.30 * b + hy * np.sin(t), -25.0)
+            r = rng.uniform(4.0, 6.0)
+            anat.calcs.append((pos, (r, r, rng.uniform(10.0, 20.0)), rng.uniform(700, 1300)))
     if findings["Emphysema"]:
         for _ in range(rng.integers(35, 70)):
             p = _point_in_lung(rng, anat, 0.85)

@@ -10,7 +10,7 @@ from src.config import Config, ConfigError
 from src.data.records import DataError, read_records
 from src.data.splits import load_splits, make_splits, save_splits, split_records
 
-PHANTOM_VERSION = 3
+PHANTOM_VERSION = 4
 
 
 def ensure_phantom(cfg: Config, progress: bool = True) -> None:

@@ -17,7 +17,8 @@ from torch import nn
 
 from src.config import Config, ConfigError, config_from_dict, parse_overrides
 from src.data.loaders import build_dataset, build_loader
-from src.data.records import DataError
+from src.data.records import DataError, read_records
+from src.data.splits import load_splits, split_records
 from src.models import ModelError, create_model
 from src.training.utils import (
     CHECKPOINT_NAMES,
@@ -87,6 +88,18 @@ def load_run(
     )
     load_model_state(model, ckpt["model"], str(path))
     return LoadedRun(run_dir, cfg, model.to(device).eval(), path, ckpt, device)
+
+
+def run_splits(cfg: Config, run_dir: Path) -> dict[str, list[dict[str, Any]]]:
+    """Records of the run's own ``splits.json``. Unlike training, this never (re)generates
+    the phantom: a finished run is evaluated on the data it was split from, as it is."""
+    path = Path(run_dir) / "splits.json"
+    if not path.is_file():
+        raise DataError(f"{path}: not found; is {run_dir} a run folder of the trainer?")
+    records = read_records(cfg)
+    if cfg.data.test_csv:
+        records += read_records(cfg, cfg.data.test_csv, cfg.data.test_image_root or None)
+    return split_records(records, load_splits(path), str(path))
 
 
 def probabilities(logits: torch.Tensor, cfg: Config) -> torch.Tensor:

@@ -9,14 +9,13 @@ import shutil
 import numpy as np
 import pytest
 
-from src.data.pipeline import prepare_splits
 from src.inference.predict import main
-from src.inference.runtime import load_run, predict_records
+from src.inference.runtime import load_run, predict_records, run_splits
 
 
 def test_folder_with_a_corrupt_file_predicts_the_rest_and_fails(tiny_run, tmp_path, capsys):
     run = load_run(tiny_run)
-    records = prepare_splits(run.cfg, tiny_run, reuse=True, progress=False)["test"][:3]
+    records = run_splits(run.cfg, tiny_run)["test"][:3]
     folder = tmp_path / "scans"
     folder.mkdir()
     for r in records:
@@ -47,7 +46,7 @@ def test_folder_with_a_corrupt_file_predicts_the_rest_and_fails(tiny_run, tmp_pa
 
 def test_all_readable_exits_zero_and_missing_input_is_named(tiny_run, tmp_path, capsys):
     run = load_run(tiny_run)
-    image = prepare_splits(run.cfg, tiny_run, reuse=True, progress=False)["val"][0]["image"]
+    image = run_splits(run.cfg, tiny_run)["val"][0]["image"]
     out = tmp_path / "one.csv"
     assert main(["--run", str(tiny_run), image, "--out", str(out)]) == 0
     assert main(["--run", str(tiny_run), image, "nope.nii.gz", "--out", str(out)]) == 1
