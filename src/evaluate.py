@@ -138,6 +138,57 @@ def make_figures(sp: SplitPredictions, out: Path) -> tuple[dict[str, Path], dict
     return figs, ece
 
 
+def metric_summary(sp: SplitPredictions, tta: bool) -> dict[str, Any]:
+    """Metrics with bootstrap CIs and what produced them (``metrics.json``)."""
+    run, e = sp.run, sp.run.cfg.evaluation
+    groups = [r["patient"] for r in sp.records]
+    metrics = metrics_with_ci(
+        sp.probs,
+        sp.onehot,
+        sp.names,
+        threshold_vector(sp.thresholds, sp.names),
+        run.cfg.data.task == "multiclass",
+        groups,
+        e.bootstrap,
+        e.confidence,
+        e.seed,
+    )
+    by = "patient" if len(set(groups)) < len(groups) else "scan (one scan per patient)"
+    return {
+        "run": run.run_dir.name,
+        "split": sp.split,
+        "checkpoint": str(run.checkpoint),
+        "epoch": run.ckpt.get("epoch"),
+        "tta": tta,
+        "task": run.cfg.data.task,
+        "n_scans": len(sp.records),
+        "n_patients": len(set(groups)),
+        "bootstrap": {
+            "replicates": e.bootstrap,
+            "confidence": e.confidence,
+            "seed": e.seed,
+            "resampled_by": by,
+        },
+        "metrics": metrics,
+        "thresholds": sp.thresholds,
+        "threshold_rule": rule_summary(sp.thresholds),
+    }
+
+
+def all_figures(sp: SplitPredictions, out: Path) -> dict[str, Any]:
+    """Training curves, evaluation figures and the Grad-CAM gallery, with the ECE per class."""
+    figures, ece = make_figures(sp, out)
+    curves = plots.plot_training_curves(sp.run.run_dir / "metrics.csv", out / "training_curves.png")
+    if curves is not None:
+        figures = {"Training curves": curves} | figures
+    gallery, cam_method, n = [], "", sp.run.cfg.evaluation.gradcam_per_group
+    if n > 0:
+        gallery, cam_method = draw_gallery(
+            sp.run, sp.records, sp.probs, sp.onehot, sp.decided, sp.names, out, n
+        )
+    return {"figures": figures, "ece": ece, "gallery": gallery, "cam_method": cam_method}
+
+
 def evaluate_run(
     run_dir: str | Path,
     split: str = "test",
@@ -148,61 +199,23 @@ def evaluate_run(
 ) -> dict[str, Any]:
     """Evaluate, write ``eval-<split>/`` and the run report; returns the summary written."""
     run = load_run(run_dir, checkpoint, overrides)
-    cfg, e = run.cfg, run.cfg.evaluation
     sp = split_predictions(run, split, tta)
     out = run.run_dir / f"eval-{split}"
     out.mkdir(exist_ok=True)
-    groups = [r["patient"] for r in sp.records]
-    metrics = metrics_with_ci(
-        sp.probs,
-        sp.onehot,
-        sp.names,
-        threshold_vector(sp.thresholds, sp.names),
-        cfg.data.task == "multiclass",
-        groups,
-        e.bootstrap,
-        e.confidence,
-        e.seed,
-    )
-    figures, ece = make_figures(sp, out)
-    curves = plots.plot_training_curves(run.run_dir / "metrics.csv", out / "training_curves.png")
-    if curves is not None:
-        figures = {"Training curves": curves} | figures
-    gallery, cam_method = [], ""
-    if e.gradcam_per_group > 0:
-        gallery, cam_method = draw_gallery(
-            run, sp.records, sp.probs, sp.onehot, sp.decided, sp.names, out, e.gradcam_per_group
-        )
+    summary = metric_summary(sp, tta)
+    figures = all_figures(sp, out)
+    summary["ece"] = figures["ece"]
     write_predictions(sp, out / "predictions.csv")
-    summary = {
-        "run": run.run_dir.name,
-        "split": split,
-        "checkpoint": str(run.checkpoint),
-        "epoch": run.ckpt.get("epoch"),
-        "tta": tta,
-        "task": cfg.data.task,
-        "n_scans": len(sp.records),
-        "n_patients": len(set(groups)),
-        "bootstrap": {
-            "replicates": e.bootstrap,
-            "confidence": e.confidence,
-            "seed": e.seed,
-            "resampled_by": "patient",
-        },
-        "metrics": metrics,
-        "ece": ece,
-        "thresholds": sp.thresholds,
-        "threshold_rule": rule_summary(sp.thresholds),
-    }
     (out / "metrics.json").write_text(json.dumps(summary, indent=1, default=float))
-    context = summary | {
-        "config": cfg,
-        "class_names": sp.names,
-        "split_table": split_statistics(sp.parts, cfg),
-        "figures": figures,
-        "gallery": gallery,
-        "cam_method": cam_method,
-    }
+    context = (
+        summary
+        | figures
+        | {
+            "config": run.cfg,
+            "class_names": sp.names,
+            "split_table": split_statistics(sp.parts, run.cfg),
+        }
+    )
     summary["report"] = str(write_report(run.run_dir, context))
     log_to_wandb(tracker, context, sp.probs, sp.onehot)
     return summary

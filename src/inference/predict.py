@@ -45,6 +45,14 @@ def collect_inputs(paths: list[str]) -> tuple[list[Path], list[tuple[str, str]]]
     return files, missing
 
 
+def root_cause(err: BaseException) -> str:
+    """The innermost error as one line (MONAI wraps a reader's error in 'applying transform')."""
+    while err.__cause__ is not None:
+        err = err.__cause__
+    text = (str(err).strip().splitlines() or [""])[0][:200]
+    return f"{type(err).__name__}: {text}"
+
+
 def predict_files(
     run: LoadedRun, files: list[Path], thresholds: dict[str, Any] | None, tta: bool = False
 ) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
@@ -72,7 +80,7 @@ def predict_files(
             batch.append(transform({"image": str(f)})["image"])
             batch_files.append(f)
         except Exception as err:  # any unreadable file: name it, go on with the rest
-            failed.append((str(f), f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"))
+            failed.append((str(f), root_cause(err)))
             continue
         if len(batch) == cfg.train.batch_size:
             flush()

@@ -7,8 +7,8 @@ thousand replicates be one sort and a few matrix products (scikit-learn's ``roc_
 with ``sample_weight`` gives the same numbers one call at a time; the tests compare them).
 
 Scores are probabilities (N, C). Labels are 0/1 (N, C) for multi-label and binary tasks,
-class indices (N,) for multi-class. Decisions: ``score >= threshold`` per class, or the arg-max
-for multi-class.
+class indices (N,) or one-hot (N, K) for multi-class. Decisions: ``score >= threshold`` per
+class, or the arg-max for multi-class.
 """
 
 from __future__ import annotations
@@ -82,9 +82,12 @@ def replicate_metrics(
 ) -> dict[str, np.ndarray]:
     """Every metric under each weight row: ``auc/<class>``, ``f1/<class>``, ..., macro means."""
     scores = np.asarray(scores, np.float64).reshape(len(scores), -1)
-    if multiclass:
-        idx = np.asarray(labels).astype(int).reshape(-1)
-        onehot = np.eye(scores.shape[1])[idx]
+    if multiclass:  # labels as class indices (N,) or already one-hot (N, K)
+        lab = np.asarray(labels)
+        if lab.shape == scores.shape:
+            onehot = lab.astype(np.float64)
+        else:
+            onehot = np.eye(scores.shape[1])[lab.astype(int).reshape(-1)]
         decided = np.eye(scores.shape[1])[scores.argmax(1)]
     else:
         onehot = np.asarray(labels, np.float64).reshape(scores.shape)

@@ -48,6 +48,8 @@ def test_multiclass_accuracy_and_one_vs_rest_auc():
     m = metrics_with_ci(p, y, ["x", "y", "z"], multiclass=True, n_boot=0)
     assert m["accuracy"]["value"] == pytest.approx((p.argmax(1) == y).mean())
     assert m["auc/y"]["value"] == pytest.approx(roc_auc_score(y == 1, p[:, 1]))
+    onehot = metrics_with_ci(p, np.eye(3)[y], ["x", "y", "z"], multiclass=True, n_boot=0)
+    assert {k: v["value"] for k, v in onehot.items()} == {k: v["value"] for k, v in m.items()}
 
 
 def test_patient_resampling_keeps_a_patients_scans_together():
