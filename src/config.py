@@ -109,6 +109,9 @@ class TrainConfig:
     amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
     num_workers: int = -1
     threads: int = 0
+    pin_memory: bool | Literal["auto"] = "auto"
+    persistent_workers: bool | Literal["auto"] = "auto"
+    prefetch_factor: int = 0
     pos_weight: bool = False
     class_weights: bool = False
     monitor: str = "val/roc_auc_macro"
@@ -197,6 +200,9 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 return _coerce(value, arg, key)
             except ConfigError as err:
                 errors.append(str(err))
+        if all(e.startswith(f"{key}: expected") for e in errors):  # e.g. true, false or 'auto'
+            names = " or ".join(_type_name(a) for a in get_args(tp) if a is not type(None))
+            raise ConfigError(f"{key}: expected {names}, got {value!r}")
         raise ConfigError(errors[0])
     if origin is Literal:
         if value in get_args(tp):
@@ -335,6 +341,7 @@ def _check(cfg: Config) -> None:
     need(t.min_delta >= 0, "train.min_delta", "must be >= 0")
     need(t.num_workers >= -1, "train.num_workers", "must be >= 0, or -1 for automatic")
     need(t.threads >= 0, "train.threads", "must be >= 0 (0 chooses from the cores available)")
+    need(t.prefetch_factor >= 0, "train.prefetch_factor", "must be >= 0 (0 chooses for you)")
     need(
         t.device == "auto" or t.device == "cpu" or t.device.startswith("cuda"),
         "train.device",

@@ -1,4 +1,4 @@
-"""Built-in phantom chest CT data set: real NIfTI volumes and a labels CSV, deterministic from a seed.
+"""Built-in phantom chest CT: real NIfTI volumes and a labels CSV, deterministic from a seed.
 
 Each scan is an int16 Hounsfield-like volume of a thorax (body, lungs, heart, aorta, spine,
 lung vessels) with anisotropic spacing, a varying field of view and matrix size, and one of two
@@ -164,13 +164,25 @@ def _point_in_lung(rng: np.random.Generator, anat: Anatomy, depth: float):
     return tuple(float(c[d] + depth * u[d] * anat.lung_radii[d]) for d in range(3))
 
 
-def _render_scan(anat: Anatomy, rng: np.random.Generator, findings: dict[str, bool]):
-    """Render one scan of a patient; returns (HU volume, affine (RAS), regions)."""
+def _render_scan(
+    anat: Anatomy,
+    rng: np.random.Generator,
+    findings: dict[str, bool],
+    matrix: tuple[int, int, int] | None = None,
+):
+    """Render one scan of a patient; returns (HU volume, affine (RAS), regions).
+
+    ``matrix`` fixes the voxel grid (the spacing follows from the field of view); by default
+    the spacing is drawn and the matrix follows.
+    """
     a, b = anat.body
     sxy, sz = rng.uniform(2.3, 3.1), rng.uniform(3.0, 5.0)
     fov_xy = 2 * a + rng.uniform(20, 70)
     fov_z = rng.uniform(260, 320)
     shape = (int(fov_xy / sxy), int(fov_xy / sxy), int(fov_z / sz))
+    if matrix is not None:  # same random draws as the default, so the anatomy is unchanged
+        shape = tuple(int(m) for m in matrix)
+        sxy, sz = fov_xy / shape[0], fov_z / shape[2]
     spacing = np.array([sxy, sxy, sz], np.float32)
     shift = rng.normal(0, 8, size=3).astype(np.float32)
     origin = -spacing * (np.array(shape) - 1) / 2 + shift
@@ -224,8 +236,9 @@ def _render_scan(anat: Anatomy, rng: np.random.Generator, findings: dict[str, bo
         cv.paint(c, (r, r, r), -990.0, lung)
     if anat.bullae:
         pts = np.array([c for c, _ in anat.bullae])
-        regions["Emphysema"] = [{"bbox_mm": [pts.min(0).round(1).tolist(),
-                                             pts.max(0).round(1).tolist()]}]
+        regions["Emphysema"] = [
+            {"bbox_mm": [pts.min(0).round(1).tolist(), pts.max(0).round(1).tolist()]}
+        ]
     if findings["Consolidation"]:
         c0 = np.array(_point_in_lung(rng, anat, 0.55))
         hu = rng.uniform(-150, 20)
@@ -280,10 +293,16 @@ def _save_nifti(hu: np.ndarray, affine: np.ndarray, path: Path, lps: bool, inter
 
 
 def generate_phantom_ct(
-    out_dir: str | Path, n_patients: int = 300, seed: int = 0, progress: bool = True
+    out_dir: str | Path,
+    n_patients: int = 300,
+    seed: int = 0,
+    progress: bool = True,
+    matrix: tuple[int, int, int] | None = None,
 ) -> Path:
     """Write the phantom CT set to ``out_dir`` (images/, labels.csv, regions.json).
 
+    ``matrix`` (x, y, z voxels) gives every scan the same grid, e.g. (256, 256, 128) for
+    volumes of realistic raw size (benchmarks); by default the matrix varies (~120x120x70).
     The folder appears whole or not at all: it is built beside ``out_dir`` and renamed.
     Returns the path of the labels CSV.
     """
@@ -306,11 +325,16 @@ def generate_phantom_ct(
                 if s > 0:  # acute findings come and go between a patient's scans
                     for f in set(FINDINGS) - CHRONIC:
                         findings[f] = bool(srng.random() < PREVALENCE[f])
-                hu, affine, reg = _render_scan(anat, srng, findings)
+                hu, affine, reg = _render_scan(anat, srng, findings, matrix)
                 name = f"P{p:04d}_S{s}"
                 rel = f"images/{name}.nii.gz"
-                _save_nifti(hu, affine, tmp / rel, lps=bool(srng.random() < 0.5),
-                            intercept=bool(srng.random() < 0.5))
+                _save_nifti(
+                    hu,
+                    affine,
+                    tmp / rel,
+                    lps=bool(srng.random() < 0.5),
+                    intercept=bool(srng.random() < 0.5),
+                )
                 rows.append(
                     {"image": rel, "patient_id": f"P{p:04d}", "center": center}
                     | {f: int(findings[f]) for f in FINDINGS}

@@ -26,7 +26,12 @@ def ensure_phantom(cfg: Config, progress: bool = True) -> None:
             f"data.csv: with data.phantom.kind={ph.kind} the CSV is generated as {expected_csv}; "
             "set data.csv to that path"
         )
-    stamp = {"kind": ph.kind, "n_patients": ph.n_patients, "seed": ph.seed, "version": PHANTOM_VERSION}
+    stamp = {
+        "kind": ph.kind,
+        "n_patients": ph.n_patients,
+        "seed": ph.seed,
+        "version": PHANTOM_VERSION,
+    }
     stamp_path = root / "phantom.json"
     if expected_csv.is_file() and stamp_path.is_file():
         if json.loads(stamp_path.read_text()) == stamp:
