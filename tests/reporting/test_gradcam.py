@@ -83,3 +83,15 @@ def test_peak_and_box_check():
     assert peak.tolist() == [5, 2, 3]
     assert peak_in_boxes(peak, [np.array([[4.8, 1.9, 2.6], [5.2, 2.2, 3.1]])])
     assert not peak_in_boxes(peak, [np.array([[0, 0, 0], [3, 3, 3]])])
+
+
+def test_explain_cli_writes_a_gallery_of_the_run(tiny_run, capsys):
+    from src.reporting.explain import main
+
+    assert main(["--run", str(tiny_run), "--n", "1", "--split", "test"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].startswith("MONAI Grad-CAM on layer")
+    pngs = [line for line in printed[1:] if line.endswith(".png")]
+    assert pngs and all(
+        (tiny_run / "gradcam-test").joinpath(p.rsplit("/", 1)[-1]).is_file() for p in pngs
+    )
