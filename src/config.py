@@ -149,6 +149,19 @@ class LoggingConfig:
 
 
 @dataclass
+class EvaluationConfig:
+    """After training: decision thresholds, bootstrap CIs, the report's Grad-CAM gallery."""
+
+    threshold_rule: Literal["youden", "fixed"] = "youden"  # fixed: 0.5 for every class
+    sensitivity_targets: dict[str, float] = field(default_factory=dict)  # class -> sensitivity
+    bootstrap: int = 1000
+    confidence: float = 0.95
+    seed: int = 0
+    gradcam_per_group: int = 2  # scans per (finding, TP/FP/FN) in the report; 0 = none
+    report: bool = True
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -156,6 +169,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
 
     @property
     def spatial_dims(self) -> int:
@@ -346,6 +360,15 @@ def _check(cfg: Config) -> None:
         "train.monitor",
         "must name a logged metric, e.g. val/roc_auc_macro or val/loss",
     )
+    e = cfg.evaluation
+    need(e.bootstrap >= 0, "evaluation.bootstrap", "must be >= 0 (0 turns the CIs off)")
+    need(0 < e.confidence < 1, "evaluation.confidence", "must be in (0, 1), e.g. 0.95")
+    need(e.gradcam_per_group >= 0, "evaluation.gradcam_per_group", "must be >= 0")
+    for name, target in e.sensitivity_targets.items():
+        key = f"evaluation.sensitivity_targets.{name}"
+        need(name in cfg.class_names, key, f"not a class; classes: {', '.join(cfg.class_names)}")
+        ok = isinstance(target, int | float) and not isinstance(target, bool) and 0 < target <= 1
+        need(ok, key, f"target sensitivity must be in (0, 1], got {target!r}")
 
 
 def config_from_dict(raw: dict[str, Any]) -> Config:

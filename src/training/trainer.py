@@ -29,6 +29,7 @@ from src.data.pipeline import prepare_splits
 from src.data.records import DataError, label_matrix
 from src.data.splits import describe_splits
 from src.data.tuning import resolve_loader_settings
+from src.evaluate import report_after_training
 from src.models import ModelError, create_model
 from src.models.registry import check_model_params
 from src.training import distributed as ddp
@@ -367,6 +368,8 @@ def fit(cfg: Config, run_dir: Path, resume_from: Path | None = None) -> dict[str
         )
         if ddp.is_main():
             (run_dir / "test_metrics.json").write_text(json.dumps(summary, indent=1))
+    if ddp.is_main():  # report.html / .md (single process, fresh model); a failure only warns
+        report_after_training(cfg, run_dir, tracker)
     tracker.summary(summary)
     tracker.finish()
     print_summary(summary, cfg, run_dir, tracker)
