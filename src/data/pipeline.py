@@ -37,6 +37,10 @@ def ensure_phantom(cfg: Config, progress: bool = True) -> None:
         from src.data.phantom import generate_phantom_ct
 
         generate_phantom_ct(root, ph.n_patients, ph.seed, progress=progress)
+    elif ph.kind == "xray":
+        from src.data.phantom_xray import generate_phantom_xray
+
+        generate_phantom_xray(root, ph.n_patients, ph.seed, progress=progress)
     else:  # pragma: no cover - the config validator admits only the kinds above
         raise ConfigError(f"data.phantom.kind: unknown kind {ph.kind!r}")
     stamp_path.write_text(json.dumps(stamp))
