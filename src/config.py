@@ -77,6 +77,7 @@ class DataConfig:
     cache_dir: str = "outputs/cache"
     cache_dtype: Literal["float32", "float16"] = "float32"
     phantom: PhantomConfig = field(default_factory=PhantomConfig)
+    medmnist_npz: str = ""  # a MedMNIST .npz imported into image_root on first use
     split: SplitConfig = field(default_factory=SplitConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
@@ -299,6 +300,11 @@ def _check(cfg: Config) -> None:
         all(0 <= ax < len(d.spatial_size) for ax in a.flip_axes),
         "data.augment.flip_axes",
         f"axes must be in [0, {len(d.spatial_size)})",
+    )
+    need(
+        d.phantom.kind == "none" or not d.medmnist_npz,
+        "data.medmnist_npz",
+        "set either data.medmnist_npz or data.phantom.kind, not both",
     )
     need(d.phantom.n_patients >= 10, "data.phantom.n_patients", "must be >= 10")
     need(o.lr > 0, "optim.lr", f"must be positive, got {o.lr}")

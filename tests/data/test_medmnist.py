@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from src.config import config_from_dict
 from src.data.medmnist import import_medmnist, main
+from src.data.pipeline import ensure_builtin_data, prepare_splits
 from src.data.records import DataError
 
 COUNTS = {"train": 5, "val": 2, "test": 3}
@@ -93,3 +95,44 @@ def test_malformed_npz_names_the_file_and_key(tmp_path, replace, message):
 def test_cli_reports_error_without_traceback(tmp_path, capsys):
     assert main([str(tmp_path / "none.npz"), "--out", str(tmp_path / "o")]) == 2
     assert "none.npz: file not found" in capsys.readouterr().err
+
+
+def medmnist_config(npz, root):
+    return config_from_dict(
+        {
+            "data": {
+                "medmnist_npz": str(npz),
+                "csv": str(root / "labels.csv"),
+                "image_root": str(root),
+                "task": "binary",
+                "label_columns": ["label"],
+                "class_names": ["normal", "abnormal"],
+                "spacing": [],
+                "spatial_size": [6, 7, 8],
+            }
+        }
+    )
+
+
+def test_config_imports_on_first_use_and_reuses_the_folder(tmp_path):
+    make_npz(tmp_path / "a.npz", (6, 7, 8))
+    root = tmp_path / "data" / "a"
+    cfg = medmnist_config(tmp_path / "a.npz", root)
+    (tmp_path / "run").mkdir()
+    parts = prepare_splits(cfg, tmp_path / "run", reuse=False, progress=False)
+    assert {k: len(v) for k, v in parts.items()} == COUNTS  # the official split, untouched
+    mtime = (root / "labels.csv").stat().st_mtime_ns
+    ensure_builtin_data(cfg, progress=False)
+    assert (root / "labels.csv").stat().st_mtime_ns == mtime  # not imported twice
+    make_npz(tmp_path / "b.npz", (6, 7, 8), seed=1)
+    ensure_builtin_data(medmnist_config(tmp_path / "b.npz", root), progress=False)
+    assert (root / "labels.csv").stat().st_mtime_ns != mtime  # another source: imported anew
+
+
+def test_config_never_overwrites_a_users_folder(tmp_path):
+    make_npz(tmp_path / "a.npz", (6, 7, 8))
+    root = tmp_path / "mine"
+    root.mkdir()
+    (root / "labels.csv").write_text("image,label,split\n")
+    ensure_builtin_data(medmnist_config(tmp_path / "a.npz", root), progress=False)
+    assert (root / "labels.csv").read_text() == "image,label,split\n"
