@@ -81,6 +81,7 @@ class DataConfig:
     cache_dir: str = "outputs/cache"
     cache_dtype: Literal["float32", "float16"] = "float32"
     phantom: PhantomConfig = field(default_factory=PhantomConfig)
+    medmnist_npz: str = ""  # a MedMNIST .npz imported into image_root on first use
     split: SplitConfig = field(default_factory=SplitConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
@@ -316,6 +317,11 @@ def _check(cfg: Config) -> None:
         not unknown,
         "train.watch_classes",
         f"{unknown[0] if unknown else ''!r} is not a class; classes: {', '.join(cfg.class_names)}",
+    )
+    need(
+        d.phantom.kind == "none" or not d.medmnist_npz,
+        "data.medmnist_npz",
+        "set either data.medmnist_npz or data.phantom.kind, not both",
     )
     need(d.phantom.n_patients >= 10, "data.phantom.n_patients", "must be >= 10")
     need(o.lr > 0, "optim.lr", f"must be positive, got {o.lr}")
