@@ -129,6 +129,15 @@ def _save(image: np.ndarray, path: Path, fmt: str) -> None:
         Image.fromarray((image * 255).round().astype(np.uint8)).save(path)
 
 
+def draw_patients(n_patients: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per patient: number of images (1-5), class index and centre name."""
+    rng = np.random.default_rng(seed)
+    n_views = rng.integers(1, 6, size=n_patients)
+    labels = rng.choice(len(CLASSES), size=n_patients, p=CLASS_SHARES)
+    centers = rng.choice(list(CENTER_SHARES), size=n_patients, p=list(CENTER_SHARES.values()))
+    return n_views, labels, centers
+
+
 def generate_phantom_xray(
     out_dir: str | Path, n_patients: int = 1250, seed: int = 0, progress: bool = True
 ) -> Path:
@@ -142,11 +151,7 @@ def generate_phantom_xray(
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
     try:
         (tmp / "images").mkdir()
-        rng = np.random.default_rng(seed)
-        n_views = rng.integers(1, 6, size=n_patients)
-        labels = rng.choice(len(CLASSES), size=n_patients, p=CLASS_SHARES)
-        names = list(CENTER_SHARES)
-        centers = rng.choice(names, size=n_patients, p=list(CENTER_SHARES.values()))
+        n_views, labels, centers = draw_patients(n_patients, seed)
         rows = []
         bar = tqdm(total=int(n_views.sum()), desc="phantom X-ray", disable=not progress)
         for p in range(n_patients):

@@ -1,8 +1,8 @@
 """Names of run folders and checkpoints, tagged with the split strategy.
 
-With ``data.split.strategy: auto`` (the CT default) or ``column`` names stay plain: ``ct-<date>-<time>/``,
-``checkpoints/{last,best,final}.pt``. An explicit strategy tags both, so runs of one config
-with different strategies never overwrite each other::
+With ``data.split.strategy: auto`` (the CT default) or ``column`` names stay plain:
+``ct-<date>-<time>/``, ``checkpoints/{last,best,final}.pt``. An explicit strategy tags both, so
+runs of one config with different strategies never overwrite each other::
 
     xray-stratified-20261121-150000/checkpoints/best_stratified.pt
     xray-center-20261121-151500/checkpoints/final_center.pt
