@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
+import warnings
 from typing import Any
 
 import numpy as np
@@ -37,6 +39,11 @@ from monai.transforms import (
 
 from src.config import Config
 from src.data.radiograph import GreyChanneld, ScaleBitDepthd
+
+# With pydicom installed, MONAI's default readers include a GPU DICOM decoder that, without
+# nvImageCodec, logs and warns on every LoadImage; the plain pydicom reader is used either way.
+logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)
+warnings.filterwarnings("ignore", message="NvImgCodecPydicomReader: nvImageCodec decoder plugin")
 
 # Bump when the preprocessing code changes in a way the settings below do not capture.
 PREPROCESSING_VERSION = 1
