@@ -48,6 +48,7 @@ warnings.filterwarnings("ignore", message="NvImgCodecPydicomReader: nvImageCodec
 # Bump when the preprocessing code changes in a way the settings below do not capture.
 PREPROCESSING_VERSION = 1
 _DTYPES = {"float32": torch.float32, "float16": torch.float16}
+_RAS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))  # NIfTI world axes
 
 
 def preprocessing_settings(cfg: Config) -> dict[str, Any]:
@@ -88,7 +89,7 @@ def build_preprocessing(cfg: Config) -> Compose:
     )
     steps: list = [load]
     if not two_d and d.orientation:
-        steps.append(Orientationd(keys="image", axcodes=d.orientation))
+        steps.append(Orientationd(keys="image", axcodes=d.orientation, labels=_RAS_LABELS))
     if d.spacing:
         steps.append(Spacingd(keys="image", pixdim=d.spacing, mode="bilinear"))
     scale = _intensity_scaling(cfg)

@@ -255,11 +255,12 @@ def fit(cfg: Config, run_dir: Path, resume_from: Path | None = None) -> dict[str
         print(f"resumed from {resume_from} at epoch {start_epoch}")
     tracker = Tracker(cfg, run_dir, run_id)
     paths = checkpoint_paths(run_dir, cfg)  # last/best/final, named by the split strategy
-    finished = ckpt is not None and (ckpt.get("finished") or start_epoch >= cfg.train.epochs)
+    stopped = ckpt is not None and ckpt["early_stopped"]  # --set train.epochs=N extends a run
+    ran_epochs = 0
 
     # ---- epochs -------------------------------------------------------------------------
     for epoch in range(start_epoch, cfg.train.epochs):
-        if finished:
+        if stopped:
             break
         t0 = time.perf_counter()
         seed_epoch(cfg.train.seed, epoch, [train_ds], generator)
@@ -282,7 +283,7 @@ def fit(cfg: Config, run_dir: Path, resume_from: Path | None = None) -> dict[str
         row |= validate_epoch(model, val_loader, task, device, amp_dtype, progress)
         history.append(row)
         improved = stopper.step(row[cfg.train.monitor], epoch + 1)
-        finished = stopper.should_stop or epoch + 1 == cfg.train.epochs
+        ran_epochs += 1
         state = {
             "epoch": epoch + 1,
             "step": step,
@@ -290,7 +291,7 @@ def fit(cfg: Config, run_dir: Path, resume_from: Path | None = None) -> dict[str
             "best_value": stopper.best,
             "history": history,
             "wandb_run_id": tracker.run_id,
-            "finished": finished,
+            "early_stopped": stopper.should_stop,
         }
         checkpoint = make_checkpoint(
             state, cfg, model, optimizer=optimizer, scheduler=scheduler, scaler=scaler
@@ -313,7 +314,7 @@ def fit(cfg: Config, run_dir: Path, resume_from: Path | None = None) -> dict[str
             break
 
     # ---- end ----------------------------------------------------------------------------
-    if not paths["final"].is_file() and paths["last"].is_file():
+    if (ran_epochs or not paths["final"].is_file()) and paths["last"].is_file():
         atomic_torch_save(load_checkpoint(paths["last"]), paths["final"])
     summary = {
         "run_dir": str(run_dir),
