@@ -80,6 +80,7 @@ class DataConfig:
     cache: Literal["none", "disk", "ram", "disk+ram"] = "disk+ram"
     cache_dir: str = "outputs/cache"
     cache_dtype: Literal["float32", "float16"] = "float32"
+    ram_cache_shard: bool = False  # under torchrun: each rank caches only its own fixed shard
     phantom: PhantomConfig = field(default_factory=PhantomConfig)
     medmnist_npz: str = ""  # a MedMNIST .npz imported into image_root on first use
     split: SplitConfig = field(default_factory=SplitConfig)
@@ -113,6 +114,9 @@ class TrainConfig:
     amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
     num_workers: int = -1
     threads: int = 0
+    pin_memory: bool | Literal["auto"] = "auto"
+    persistent_workers: bool | Literal["auto"] = "auto"
+    prefetch_factor: int = 0
     pos_weight: bool = False
     class_weights: bool = False
     monitor: str = "val/roc_auc_macro"
@@ -121,6 +125,7 @@ class TrainConfig:
     min_delta: float = 0.0
     eval_test: bool = True
     watch_classes: list[str] = field(default_factory=list)
+    sync_batchnorm: bool = False  # under torchrun on GPUs: BatchNorm statistics over all ranks
 
 
 @dataclass
@@ -145,6 +150,19 @@ class LoggingConfig:
 
 
 @dataclass
+class EvaluationConfig:
+    """After training: decision thresholds, bootstrap CIs, the report's Grad-CAM gallery."""
+
+    threshold_rule: Literal["youden", "fixed"] = "youden"  # fixed: 0.5 for every class
+    sensitivity_targets: dict[str, float] = field(default_factory=dict)  # class -> sensitivity
+    bootstrap: int = 1000
+    confidence: float = 0.95
+    seed: int = 0
+    gradcam_per_group: int = 2  # scans per (finding, TP/FP/FN) in the report; 0 = none
+    report: bool = True
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -152,6 +170,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
 
     @property
     def spatial_dims(self) -> int:
@@ -187,6 +206,9 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 return _coerce(value, arg, key)
             except ConfigError as err:
                 errors.append(str(err))
+        if all(e.startswith(f"{key}: expected") for e in errors):  # e.g. true, false or 'auto'
+            names = " or ".join(_type_name(a) for a in get_args(tp) if a is not type(None))
+            raise ConfigError(f"{key}: expected {names}, got {value!r}")
         raise ConfigError(errors[0])
     if origin is Literal:
         if value in get_args(tp):
@@ -288,6 +310,11 @@ def _check(cfg: Config) -> None:
         "2D images (PNG/JPEG carry no spacing) are not resampled: set data.spacing: []",
     )
     need(d.intensity_max > d.intensity_min, "data.intensity_max", "must exceed intensity_min")
+    need(
+        not d.ram_cache_shard or "ram" in d.cache,
+        "data.ram_cache_shard",
+        "shards the RAM cache; set data.cache to ram or disk+ram, or turn it off",
+    )
     s = d.split
     need(0 <= s.val_fraction < 1, "data.split.val_fraction", "must be in [0, 1)")
     need(0 <= s.test_fraction < 1, "data.split.test_fraction", "must be in [0, 1)")
@@ -337,6 +364,7 @@ def _check(cfg: Config) -> None:
     need(t.min_delta >= 0, "train.min_delta", "must be >= 0")
     need(t.num_workers >= -1, "train.num_workers", "must be >= 0, or -1 for automatic")
     need(t.threads >= 0, "train.threads", "must be >= 0 (0 chooses from the cores available)")
+    need(t.prefetch_factor >= 0, "train.prefetch_factor", "must be >= 0 (0 chooses for you)")
     need(
         t.device == "auto" or t.device == "cpu" or t.device.startswith("cuda"),
         "train.device",
@@ -347,6 +375,15 @@ def _check(cfg: Config) -> None:
         "train.monitor",
         "must name a logged metric, e.g. val/roc_auc_macro or val/loss",
     )
+    e = cfg.evaluation
+    need(e.bootstrap >= 0, "evaluation.bootstrap", "must be >= 0 (0 turns the CIs off)")
+    need(0 < e.confidence < 1, "evaluation.confidence", "must be in (0, 1), e.g. 0.95")
+    need(e.gradcam_per_group >= 0, "evaluation.gradcam_per_group", "must be >= 0")
+    for name, target in e.sensitivity_targets.items():
+        key = f"evaluation.sensitivity_targets.{name}"
+        need(name in cfg.class_names, key, f"not a class; classes: {', '.join(cfg.class_names)}")
+        ok = isinstance(target, int | float) and not isinstance(target, bool) and 0 < target <= 1
+        need(ok, key, f"target sensitivity must be in (0, 1], got {target!r}")
 
 
 def config_from_dict(raw: dict[str, Any]) -> Config:

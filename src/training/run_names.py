@@ -56,3 +56,14 @@ def runs_of(out_dir: Path, cfg: Config, stem: str) -> list[Path]:
     tag = strategy_tag(cfg)
     pattern = re.compile(rf"{re.escape(stem)}-{re.escape(tag) + '-' if tag else ''}\d{{8}}-\d{{6}}")
     return sorted(p for p in out_dir.glob(f"{stem}-*") if pattern.fullmatch(p.name))
+
+
+def find_checkpoint(run_dir: Path, kind: str) -> Path | None:
+    """``checkpoints/<kind>.pt`` or, in a strategy-named run, ``<kind>_<tag>.pt``; None if
+    the run has neither."""
+    folder = Path(run_dir) / "checkpoints"
+    plain = folder / f"{kind}.pt"
+    if plain.is_file():
+        return plain
+    tagged = sorted(folder.glob(f"{kind}_*.pt")) if folder.is_dir() else []
+    return tagged[0] if len(tagged) == 1 else None

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 CHECKPOINT_FORMAT = 1
+CHECKPOINT_NAMES = ("last.pt", "best.pt", "final.pt")  # plus last_<strategy>.pt etc.
 
 
 class CheckpointError(RuntimeError):
