@@ -10,7 +10,13 @@ from datetime import datetime
 import pytest
 
 from src.config import config_from_dict
-from src.training.run_names import checkpoint_paths, run_folder_name, runs_of, strategy_tag
+from src.training.run_names import (
+    checkpoint_paths,
+    find_checkpoint,
+    run_folder_name,
+    runs_of,
+    strategy_tag,
+)
 from src.training.trainer import resolve_run
 from src.training.utils import find_latest_checkpoint
 
@@ -90,3 +96,12 @@ def test_latest_checkpoint_and_latest_run_per_strategy(tmp_path):
     )
     assert ckpt.name == "last_stratified.pt" and run_dir.name.startswith("xray-stratified-")
     assert runs_of(out, cfg("auto", out=out), "xray") == []  # plain names are a separate family
+
+
+def test_find_checkpoint_reads_plain_and_strategy_names(tmp_path):
+    (tmp_path / "checkpoints").mkdir()
+    assert find_checkpoint(tmp_path, "best") is None
+    (tmp_path / "checkpoints" / "best_center.pt").write_bytes(b"x")
+    assert find_checkpoint(tmp_path, "best").name == "best_center.pt"
+    (tmp_path / "checkpoints" / "best.pt").write_bytes(b"x")
+    assert find_checkpoint(tmp_path, "best").name == "best.pt"
