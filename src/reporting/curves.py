@@ -39,7 +39,7 @@ def write_curves(history: list[dict[str, Any]], run_dir: Path, class_names: list
     run_dir = Path(run_dir)
     fig = Figure(figsize=(6, 4), layout="tight")
     ax = fig.add_subplot()
-    for key, label in (("train/loss", "train (weighted)"), ("val/loss", "validation")):
+    for key, label in (("train/loss", "train"), ("val/loss", "validation (unweighted)")):
         ax.plot(*_series(history, key), marker="o", markersize=3, label=label)
     ax.set(xlabel="epoch", ylabel="loss", title="Loss")
     ax.legend()
