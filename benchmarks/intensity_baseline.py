@@ -24,7 +24,7 @@ from sklearn.preprocessing import StandardScaler
 from tqdm import tqdm
 
 from src.config import load_config
-from src.data.pipeline import ensure_phantom
+from src.data.pipeline import ensure_builtin_data
 from src.data.records import read_records
 from src.data.splits import make_splits, split_records
 
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--out", default="outputs/benchmarks/intensity_baseline.json")
     args = ap.parse_args(argv)
     cfg = load_config(args.config)
-    ensure_phantom(cfg)
+    ensure_builtin_data(cfg)
     records = read_records(cfg)
     parts = split_records(records, make_splits(records, cfg))
     feats = {

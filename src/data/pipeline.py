@@ -1,12 +1,15 @@
-"""From config to split records: built-in data on first use, CSV validation, splits.json."""
+"""From config to split records: built-in or imported data on first use, CSV validation,
+splits.json."""
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
 from src.config import Config, ConfigError
+from src.data.medmnist import IMPORT_VERSION, import_medmnist
 from src.data.records import DataError, read_records
 from src.data.splits import load_splits, make_splits, save_splits, split_records
 from src.data.validate import check_images, check_training_split
@@ -14,37 +17,54 @@ from src.data.validate import check_images, check_training_split
 PHANTOM_VERSION = 4
 
 
-def ensure_phantom(cfg: Config, progress: bool = True) -> None:
-    """Generate the built-in phantom set into ``data.image_root`` when it is missing or was
-    generated with other settings (only a folder this code generated is ever replaced)."""
-    ph = cfg.data.phantom
-    if ph.kind == "none":
+def ensure_builtin_data(cfg: Config, progress: bool = True) -> None:
+    """Make the data a config names but does not hold yet, in ``data.image_root``: the phantom
+    set (``data.phantom.kind``) or a MedMNIST import (``data.medmnist_npz``).
+
+    A stamp file records what was made; the folder is remade when the settings change, and only
+    a folder this code made is ever replaced (a user's own ``labels.csv`` there is left alone).
+    """
+    d = cfg.data
+    if d.phantom.kind != "none":
+        key, stamp_name = "data.phantom.kind", "phantom.json"
+        stamp = {
+            "kind": d.phantom.kind,
+            "n_patients": d.phantom.n_patients,
+            "seed": d.phantom.seed,
+            "version": PHANTOM_VERSION,
+        }
+    elif d.medmnist_npz:
+        key, stamp_name = "data.medmnist_npz", "import.json"
+        stamp = {"medmnist_npz": str(Path(d.medmnist_npz).resolve()), "version": IMPORT_VERSION}
+    else:
         return
-    root = Path(cfg.data.image_root)
+    root = Path(d.image_root)
     expected_csv = root / "labels.csv"
-    if Path(cfg.data.csv).resolve() != expected_csv.resolve():
+    if Path(d.csv).resolve() != expected_csv.resolve():
         raise ConfigError(
-            f"data.csv: with data.phantom.kind={ph.kind} the CSV is generated as {expected_csv}; "
+            f"data.csv: with {key} set the CSV is generated as {expected_csv}; "
             "set data.csv to that path"
         )
-    stamp = {
-        "kind": ph.kind,
-        "n_patients": ph.n_patients,
-        "seed": ph.seed,
-        "version": PHANTOM_VERSION,
-    }
-    stamp_path = root / "phantom.json"
+    stamp_path = root / stamp_name
     if expected_csv.is_file() and stamp_path.is_file():
         if json.loads(stamp_path.read_text()) == stamp:
             return
     elif expected_csv.is_file():
-        return  # a user's own data where the phantom would go: never overwrite it
-    if ph.kind == "ct":
+        return  # a user's own data where the generated set would go: never overwrite it
+    if d.phantom.kind == "ct":
         from src.data.phantom import generate_phantom_ct
 
-        generate_phantom_ct(root, ph.n_patients, ph.seed, progress=progress)
+        generate_phantom_ct(root, d.phantom.n_patients, d.phantom.seed, progress=progress)
+    elif d.phantom.kind == "xray":
+        from src.data.phantom_xray import generate_phantom_xray
+
+        generate_phantom_xray(root, d.phantom.n_patients, d.phantom.seed, progress=progress)
+    elif d.medmnist_npz:
+        if stamp_path.is_file():  # our import of another file: replace it
+            shutil.rmtree(root)
+        import_medmnist(d.medmnist_npz, root, progress=progress)
     else:  # pragma: no cover - the config validator admits only the kinds above
-        raise ConfigError(f"data.phantom.kind: unknown kind {ph.kind!r}")
+        raise ConfigError(f"data.phantom.kind: unknown kind {d.phantom.kind!r}")
     stamp_path.write_text(json.dumps(stamp))
 
 
@@ -53,7 +73,7 @@ def prepare_splits(
 ) -> dict[str, list[dict[str, Any]]]:
     """Records of train/val/test. Splits come from ``run_dir/splits.json`` when ``reuse`` (a
     resumed run), else they are made from ``data.split`` and written there."""
-    ensure_phantom(cfg, progress)
+    ensure_builtin_data(cfg, progress)
     records = read_records(cfg)
     test_records = []
     if cfg.data.test_csv:

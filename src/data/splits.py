@@ -172,9 +172,8 @@ def describe_splits(parts: dict[str, list[dict[str, Any]]], class_names: list[st
             counts = Counter(int(v) for v in labels)
             per = ", ".join(f"{class_names[k]} {counts.get(k, 0)}" for k in range(len(class_names)))
         else:
-            per = ", ".join(
-                f"{c} {int(n)}" for c, n in zip(class_names, labels.sum(0), strict=False)
-            )
+            names = class_names[-labels.shape[1] :]  # binary [negative, positive]: positives
+            per = ", ".join(f"{c} {int(n)}" for c, n in zip(names, labels.sum(0), strict=False))
         patients = len({r["patient"] for r in recs})
         lines.append(f"{name}: {len(recs)} images, {patients} patients ({per})")
     return "\n".join(lines)

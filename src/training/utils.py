@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 CHECKPOINT_FORMAT = 1
-CHECKPOINT_NAMES = ("last.pt", "best.pt", "final.pt")
+CHECKPOINT_NAMES = ("last.pt", "best.pt", "final.pt")  # plus last_<strategy>.pt etc.
 
 
 class CheckpointError(RuntimeError):
@@ -73,18 +73,18 @@ def remove_partial_writes(folder: str | Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def keep_epoch_copies(folder: str | Path, epoch: int, keep: int) -> None:
-    """``epoch_NNNN.pt``: a hard link to the ``last.pt`` just written (no extra disk until
-    ``last.pt`` is replaced); only the ``keep`` newest stay. ``keep`` = 0 makes none."""
-    folder = Path(folder)
+def keep_epoch_copies(last: str | Path, epoch: int, keep: int) -> None:
+    """``epoch_NNNN.pt`` beside ``last``: a hard link to the checkpoint just written (no extra
+    disk until ``last`` is replaced); only the ``keep`` newest stay. ``keep`` = 0 makes none."""
+    last = Path(last)
     if keep > 0:
-        copy = folder / f"epoch_{epoch:04d}.pt"
+        copy = last.parent / f"epoch_{epoch:04d}.pt"
         copy.unlink(missing_ok=True)
         try:
-            os.link(folder / "last.pt", copy)
+            os.link(last, copy)
         except OSError:  # a file system without hard links
-            shutil.copyfile(folder / "last.pt", copy)
-    for old in sorted(folder.glob("epoch_*.pt"))[: -keep or None]:
+            shutil.copyfile(last, copy)
+    for old in sorted(last.parent.glob("epoch_*.pt"))[: -keep or None]:
         old.unlink(missing_ok=True)
 
 
@@ -119,14 +119,16 @@ def load_model_state(model: nn.Module, state: dict[str, torch.Tensor], source: s
 
 
 def find_latest_checkpoint(run_dir: str | Path) -> Path | None:
-    """The checkpoint to resume from: ``checkpoints/last.pt`` (written every epoch), else the
-    newest ``*.pt`` in ``checkpoints/``; None when the run has none."""
+    """The checkpoint to resume from: ``checkpoints/last.pt`` or ``last_<strategy>.pt``
+    (written every epoch), else the newest ``*.pt`` in ``checkpoints/``; None when none."""
     folder = Path(run_dir) / "checkpoints"
-    last = folder / "last.pt"
-    if last.is_file():
-        return last
-    found = sorted(folder.glob("*.pt"), key=lambda p: p.stat().st_mtime) if folder.is_dir() else []
-    return found[-1] if found else None
+    if not folder.is_dir():
+        return None
+    for pattern in ("last*.pt", "*.pt"):
+        found = sorted(folder.glob(pattern), key=lambda p: p.stat().st_mtime)
+        if found:
+            return found[-1]
+    return None
 
 
 def seed_everything(seed: int) -> None:

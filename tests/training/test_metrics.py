@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from sklearn.metrics import f1_score, precision_score, recall_score, roc_auc_score
+from sklearn.metrics import (
+    balanced_accuracy_score,
+    f1_score,
+    precision_score,
+    recall_score,
+    roc_auc_score,
+)
 
 from src.training.metrics import (
     compute_binary_metrics,
@@ -64,6 +70,9 @@ def test_binary_metrics_equal_sklearn():
     assert m["accuracy"] == pytest.approx(((p >= 0.5) == y).mean())
     assert m["sensitivity/pneumonia"] == pytest.approx(recall_score(y, p >= 0.5))
     assert m["specificity/pneumonia"] == pytest.approx(recall_score(1 - y, p < 0.5))
+    assert m["f1_macro"] == pytest.approx(f1_score(y, p >= 0.5))
+    assert m["precision_macro"] == pytest.approx(precision_score(y, p >= 0.5))
+    assert m["support/pneumonia"] == y.sum()
 
 
 def test_multiclass_metrics_equal_sklearn():
@@ -81,6 +90,10 @@ def test_multiclass_metrics_equal_sklearn():
     assert m["accuracy"] == pytest.approx((pred == y).mean())
     assert m["f1_macro"] == pytest.approx(f1_score(y, pred, average="macro"))
     recalls = recall_score(y, pred, average=None)
+    assert m["recall_macro"] == pytest.approx(balanced_accuracy_score(y, pred))
     for j, name in enumerate(names):
         assert m[f"recall/{name}"] == pytest.approx(recalls[j])
+        assert m[f"auc/{name}"] == pytest.approx(roc_auc_score(y == j, prob[:, j]))
+        assert m[f"specificity/{name}"] == pytest.approx(recall_score(y != j, pred != j))
+        assert m[f"f1/{name}"] == pytest.approx(f1_score(y == j, pred == j))
         assert m[f"support/{name}"] == (y == j).sum()

@@ -1,0 +1,138 @@
+"""MedMNIST import: small generated .npz files become the right files, labels and splits;
+a malformed file is one error naming the file and the key."""
+
+from __future__ import annotations
+
+import csv
+
+import nibabel as nib
+import numpy as np
+import pytest
+from PIL import Image
+
+from src.config import config_from_dict
+from src.data.medmnist import import_medmnist, main
+from src.data.pipeline import ensure_builtin_data, prepare_splits
+from src.data.records import DataError
+
+COUNTS = {"train": 5, "val": 2, "test": 3}
+
+
+def make_npz(path, image_shape, label_width=1, n_classes=2, seed=0, **replace):
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for split, n in COUNTS.items():
+        arrays[f"{split}_images"] = rng.integers(0, 256, (n, *image_shape), dtype=np.uint8)
+        high = 2 if label_width > 1 else n_classes
+        arrays[f"{split}_labels"] = rng.integers(0, high, (n, label_width), dtype=np.uint8)
+    arrays |= replace
+    arrays = {k: v for k, v in arrays.items() if v is not None}
+    np.savez(path, **arrays)
+    return arrays
+
+
+def read_csv(path):
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_3d_import_writes_nifti_labels_and_official_splits(tmp_path):
+    arrays = make_npz(tmp_path / "a.npz", (6, 7, 8), n_classes=2)
+    out = tmp_path / "out" / "adrenal"
+    csv_path = import_medmnist(tmp_path / "a.npz", out, progress=False)
+    rows = read_csv(csv_path)
+    assert list(rows[0]) == ["image", "label", "split"]
+    assert [r["split"] for r in rows] == [s for s, n in COUNTS.items() for _ in range(n)]
+    for split in COUNTS:
+        split_rows = [r for r in rows if r["split"] == split]
+        for i, row in enumerate(split_rows):
+            img = nib.load(out / row["image"])
+            assert img.get_data_dtype() == np.uint8
+            np.testing.assert_array_equal(np.eye(4), img.affine)
+            np.testing.assert_array_equal(np.asarray(img.dataobj), arrays[f"{split}_images"][i])
+            assert int(row["label"]) == arrays[f"{split}_labels"][i, 0]
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no temp left
+
+
+def test_2d_multilabel_import_writes_png_and_one_column_per_label(tmp_path):
+    arrays = make_npz(tmp_path / "c.npz", (9, 11), label_width=3)
+    out = tmp_path / "chest"
+    assert main([str(tmp_path / "c.npz"), "--out", str(out)]) == 0
+    rows = read_csv(out / "labels.csv")
+    assert list(rows[0]) == ["image", "label_0", "label_1", "label_2", "split"]
+    val = [r for r in rows if r["split"] == "val"]
+    assert len(val) == COUNTS["val"]
+    for i, row in enumerate(val):
+        np.testing.assert_array_equal(
+            np.array(Image.open(out / row["image"])), arrays["val_images"][i]
+        )
+        assert [int(row[f"label_{j}"]) for j in range(3)] == arrays["val_labels"][i].tolist()
+
+
+@pytest.mark.parametrize(
+    "replace, message",
+    [
+        ({"val_labels": None}, "key 'val_labels' is missing"),
+        (
+            {"test_labels": np.zeros((2, 1), np.uint8)},
+            "'test_labels' has 2 labels but 'test_images' has 3",
+        ),
+        ({"train_images": np.zeros((5, 6, 7, 8), np.float32)}, "'train_images' has dtype float32"),
+        ({"val_images": np.zeros((2, 6), np.uint8)}, "'val_images' has shape (2, 6)"),
+        ({"test_images": np.zeros((3, 6, 7, 9), np.uint8)}, "'test_images' holds images of shape"),
+        ({"train_labels": np.zeros((5, 1), np.float32)}, "'train_labels' has dtype float32"),
+    ],
+)
+def test_malformed_npz_names_the_file_and_key(tmp_path, replace, message):
+    make_npz(tmp_path / "bad.npz", (6, 7, 8), **replace)
+    out = tmp_path / "out"
+    with pytest.raises(DataError) as err:
+        import_medmnist(tmp_path / "bad.npz", out, progress=False)
+    assert message in str(err.value) and "bad.npz" in str(err.value)
+    assert not out.exists() and list(tmp_path.iterdir()) == [tmp_path / "bad.npz"]
+
+
+def test_cli_reports_error_without_traceback(tmp_path, capsys):
+    assert main([str(tmp_path / "none.npz"), "--out", str(tmp_path / "o")]) == 2
+    assert "none.npz: file not found" in capsys.readouterr().err
+
+
+def medmnist_config(npz, root):
+    return config_from_dict(
+        {
+            "data": {
+                "medmnist_npz": str(npz),
+                "csv": str(root / "labels.csv"),
+                "image_root": str(root),
+                "task": "binary",
+                "label_columns": ["label"],
+                "class_names": ["normal", "abnormal"],
+                "spacing": [],
+                "spatial_size": [6, 7, 8],
+            }
+        }
+    )
+
+
+def test_config_imports_on_first_use_and_reuses_the_folder(tmp_path):
+    make_npz(tmp_path / "a.npz", (6, 7, 8))
+    root = tmp_path / "data" / "a"
+    cfg = medmnist_config(tmp_path / "a.npz", root)
+    (tmp_path / "run").mkdir()
+    parts = prepare_splits(cfg, tmp_path / "run", reuse=False, progress=False)
+    assert {k: len(v) for k, v in parts.items()} == COUNTS  # the official split, untouched
+    mtime = (root / "labels.csv").stat().st_mtime_ns
+    ensure_builtin_data(cfg, progress=False)
+    assert (root / "labels.csv").stat().st_mtime_ns == mtime  # not imported twice
+    make_npz(tmp_path / "b.npz", (6, 7, 8), seed=1)
+    ensure_builtin_data(medmnist_config(tmp_path / "b.npz", root), progress=False)
+    assert (root / "labels.csv").stat().st_mtime_ns != mtime  # another source: imported anew
+
+
+def test_config_never_overwrites_a_users_folder(tmp_path):
+    make_npz(tmp_path / "a.npz", (6, 7, 8))
+    root = tmp_path / "mine"
+    root.mkdir()
+    (root / "labels.csv").write_text("image,label,split\n")
+    ensure_builtin_data(medmnist_config(tmp_path / "a.npz", root), progress=False)
+    assert (root / "labels.csv").read_text() == "image,label,split\n"
