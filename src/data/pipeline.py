@@ -12,7 +12,7 @@ from src.config import Config, ConfigError
 from src.data.medmnist import IMPORT_VERSION, import_medmnist
 from src.data.records import DataError, read_records
 from src.data.splits import load_splits, make_splits, save_splits, split_records
-from src.data.validate import check_images, check_training_split
+from src.data.validate import check_images
 
 PHANTOM_VERSION = 4
 
@@ -99,6 +99,4 @@ def prepare_splits(
             "test_csv": str(cfg.data.test_csv),
         }
         save_splits(splits, path, meta)
-    parts = split_records(records + test_records, splits, str(path))
-    check_training_split(parts, cfg)
-    return parts
+    return split_records(records + test_records, splits, str(path))

@@ -29,6 +29,7 @@ from src.data.pipeline import prepare_splits
 from src.data.records import DataError, label_matrix
 from src.data.splits import describe_splits
 from src.data.tuning import resolve_loader_settings
+from src.data.validate import check_training_split
 from src.evaluate import report_after_training
 from src.models import ModelError, create_model
 from src.models.registry import check_model_params
@@ -246,6 +247,7 @@ def fit(cfg: Config, run_dir: Path, resume_from: Path | None = None) -> dict[str
     with ddp.main_first():  # rank 0 makes the phantom and splits.json; the others then read them
         reuse = ckpt is not None or not ddp.is_main()
         parts = prepare_splits(cfg, run_dir, reuse=reuse, progress=progress)
+    check_training_split(parts, cfg)  # batch size vs. the training split; findings never positive
     print(describe_splits(parts, cfg.class_names))
     print(loading.describe())
     ddp.warm_disk_cache([parts["train"], parts["val"]], cfg, progress)
