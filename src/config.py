@@ -76,6 +76,7 @@ class DataConfig:
     cache: Literal["none", "disk", "ram", "disk+ram"] = "disk+ram"
     cache_dir: str = "outputs/cache"
     cache_dtype: Literal["float32", "float16"] = "float32"
+    ram_cache_shard: bool = False  # under torchrun: each rank caches only its own fixed shard
     phantom: PhantomConfig = field(default_factory=PhantomConfig)
     medmnist_npz: str = ""  # a MedMNIST .npz imported into image_root on first use
     split: SplitConfig = field(default_factory=SplitConfig)
@@ -116,6 +117,7 @@ class TrainConfig:
     patience: int = 10
     min_delta: float = 0.0
     eval_test: bool = True
+    sync_batchnorm: bool = False  # under torchrun on GPUs: BatchNorm statistics over all ranks
 
 
 @dataclass
@@ -278,6 +280,11 @@ def _check(cfg: Config) -> None:
     )
     need(all(s > 0 for s in d.spacing), "data.spacing", "spacings must be positive (mm)")
     need(d.intensity_max > d.intensity_min, "data.intensity_max", "must exceed intensity_min")
+    need(
+        not d.ram_cache_shard or "ram" in d.cache,
+        "data.ram_cache_shard",
+        "shards the RAM cache; set data.cache to ram or disk+ram, or turn it off",
+    )
     s = d.split
     need(0 <= s.val_fraction < 1, "data.split.val_fraction", "must be in [0, 1)")
     need(0 <= s.test_fraction < 1, "data.split.test_fraction", "must be in [0, 1)")

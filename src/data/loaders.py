@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 from monai.data import CacheDataset, DataLoader, Dataset, PersistentDataset
+from torch.utils.data import Sampler
 
 from src.config import Config
 from src.data.transforms import build_augmentation, build_preprocessing, preprocessing_key
@@ -78,14 +79,20 @@ def resolve_num_workers(cfg: Config) -> int:
 
 
 def build_loader(
-    dataset: Dataset, cfg: Config, train: bool, generator: torch.Generator | None = None
+    dataset: Dataset,
+    cfg: Config,
+    train: bool,
+    generator: torch.Generator | None = None,
+    sampler: Sampler | None = None,
 ) -> DataLoader:
-    """A MONAI DataLoader; ``generator`` (reseeded every epoch) fixes order and worker seeds."""
+    """A MONAI DataLoader; ``generator`` (reseeded every epoch) fixes order and worker seeds.
+    ``sampler`` (a rank's shard under torchrun) replaces the loader's own shuffling."""
     workers = resolve_num_workers(cfg)
     return DataLoader(
         dataset,
         batch_size=cfg.train.batch_size,
-        shuffle=train,
+        shuffle=train and sampler is None,
+        sampler=sampler,
         num_workers=workers,
         generator=generator,
         pin_memory=torch.cuda.is_available(),

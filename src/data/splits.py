@@ -7,6 +7,7 @@ patient in two splits is an error whatever made the split.
 from __future__ import annotations
 
 import json
+import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -55,7 +56,9 @@ def _group_fold(idx: np.ndarray, y: np.ndarray, groups: np.ndarray, fraction: fl
             "add data or lower data.split.val_fraction / test_fraction"
         )
     folder = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    rest, held = next(folder.split(idx, y[idx], groups[idx]))
+    with warnings.catch_warnings():  # rare classes with < n_splits members are expected
+        warnings.filterwarnings("ignore", "The least populated class", UserWarning)
+        rest, held = next(folder.split(idx, y[idx], groups[idx]))
     return idx[rest], idx[held]
 
 

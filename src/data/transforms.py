@@ -37,6 +37,7 @@ from src.config import Config
 # Bump when the preprocessing code changes in a way the settings below do not capture.
 PREPROCESSING_VERSION = 1
 _DTYPES = {"float32": torch.float32, "float16": torch.float16}
+_RAS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))  # NIfTI world axes
 
 
 def preprocessing_settings(cfg: Config) -> dict[str, Any]:
@@ -64,7 +65,7 @@ def build_preprocessing(cfg: Config) -> Compose:
     d = cfg.data
     steps: list = [LoadImaged(keys="image", ensure_channel_first=True, image_only=True)]
     if cfg.spatial_dims == 3 and d.orientation:
-        steps.append(Orientationd(keys="image", axcodes=d.orientation))
+        steps.append(Orientationd(keys="image", axcodes=d.orientation, labels=_RAS_LABELS))
     if d.spacing:
         steps.append(Spacingd(keys="image", pixdim=d.spacing, mode="bilinear"))
     steps.append(

@@ -59,121 +59,64 @@ def _resnet(
     return net
 
 
-@register_model("resnet3d")
-def resnet3d(
-    spatial_dims: int,
-    in_channels: int,
-    num_classes: int,
-    image_size: Sequence[int] | None = None,
-    depth: int = 18,
-    widths: Sequence[int] = (64, 128, 256, 512),
-    conv1_kernel: int = 7,
-    conv1_stride: int = 2,
-    no_max_pool: bool = False,
-    norm: str = "batch",
-    dropout: float = 0.0,
-) -> nn.Module:
-    """MONAI ResNet, depth 10/18/34/50; ``widths`` narrows it for CPU-sized runs."""
-    _need_dims("resnet3d", spatial_dims, 3)
-    return _resnet(
-        3,
-        in_channels,
-        num_classes,
-        depth,
-        widths,
-        conv1_kernel,
-        conv1_stride,
-        no_max_pool,
-        norm,
-        dropout,
-    )
+def _resnet_family(name: str, dims: int) -> None:
+    def build(
+        spatial_dims: int,
+        in_channels: int,
+        num_classes: int,
+        image_size: Sequence[int] | None = None,
+        depth: int = 18,
+        widths: Sequence[int] = (64, 128, 256, 512),
+        conv1_kernel: int = 7,
+        conv1_stride: int = 2,
+        no_max_pool: bool = False,
+        norm: str = "batch",
+        dropout: float = 0.0,
+    ) -> nn.Module:
+        _need_dims(name, spatial_dims, dims)
+        return _resnet(
+            dims, in_channels, num_classes, depth, widths, conv1_kernel, conv1_stride,
+            no_max_pool, norm, dropout,
+        )  # fmt: skip
+
+    build.__doc__ = f"MONAI ResNet in {dims}D, depth 10/18/34/50; ``widths`` narrows it."
+    register_model(name)(build)
 
 
-@register_model("resnet2d")
-def resnet2d(
-    spatial_dims: int,
-    in_channels: int,
-    num_classes: int,
-    image_size: Sequence[int] | None = None,
-    depth: int = 18,
-    widths: Sequence[int] = (64, 128, 256, 512),
-    conv1_kernel: int = 7,
-    conv1_stride: int = 2,
-    no_max_pool: bool = False,
-    norm: str = "batch",
-    dropout: float = 0.0,
-) -> nn.Module:
-    """MONAI ResNet in 2D, depth 10/18/34/50."""
-    _need_dims("resnet2d", spatial_dims, 2)
-    return _resnet(
-        2,
-        in_channels,
-        num_classes,
-        depth,
-        widths,
-        conv1_kernel,
-        conv1_stride,
-        no_max_pool,
-        norm,
-        dropout,
-    )
-
-
-def _densenet(
-    spatial_dims: int,
-    in_channels: int,
-    num_classes: int,
-    image_size: Sequence[int] | None = None,
-    depth: int = 121,
-    init_features: int = 64,
-    growth_rate: int = 32,
-    dropout: float = 0.0,
-) -> nn.Module:
-    if depth not in _DENSENET_BLOCKS:
-        raise ModelError(
-            f"model.params.depth: densenet depth must be one of {list(_DENSENET_BLOCKS)}"
+def _densenet_family(name: str, dims: int) -> None:
+    def build(
+        spatial_dims: int,
+        in_channels: int,
+        num_classes: int,
+        image_size: Sequence[int] | None = None,
+        depth: int = 121,
+        init_features: int = 64,
+        growth_rate: int = 32,
+        dropout: float = 0.0,
+    ) -> nn.Module:
+        _need_dims(name, spatial_dims, dims)
+        if depth not in _DENSENET_BLOCKS:
+            raise ModelError(
+                f"model.params.depth: densenet depth must be one of {list(_DENSENET_BLOCKS)}"
+            )
+        return DenseNet(
+            spatial_dims=dims,
+            in_channels=in_channels,
+            out_channels=num_classes,
+            init_features=init_features,
+            growth_rate=growth_rate,
+            block_config=_DENSENET_BLOCKS[depth],
+            dropout_prob=dropout,
         )
-    return DenseNet(
-        spatial_dims=spatial_dims,
-        in_channels=in_channels,
-        out_channels=num_classes,
-        init_features=init_features,
-        growth_rate=growth_rate,
-        block_config=_DENSENET_BLOCKS[depth],
-        dropout_prob=dropout,
-    )
+
+    build.__doc__ = f"MONAI DenseNet-121/169 in {dims}D."
+    register_model(name)(build)
 
 
-@register_model("densenet3d")
-def densenet3d(
-    spatial_dims: int,
-    in_channels: int,
-    num_classes: int,
-    image_size: Sequence[int] | None = None,
-    depth: int = 121,
-    init_features: int = 64,
-    growth_rate: int = 32,
-    dropout: float = 0.0,
-) -> nn.Module:
-    """MONAI DenseNet-121/169 in 3D."""
-    _need_dims("densenet3d", spatial_dims, 3)
-    return _densenet(3, in_channels, num_classes, None, depth, init_features, growth_rate, dropout)
-
-
-@register_model("densenet2d")
-def densenet2d(
-    spatial_dims: int,
-    in_channels: int,
-    num_classes: int,
-    image_size: Sequence[int] | None = None,
-    depth: int = 121,
-    init_features: int = 64,
-    growth_rate: int = 32,
-    dropout: float = 0.0,
-) -> nn.Module:
-    """MONAI DenseNet-121/169 in 2D."""
-    _need_dims("densenet2d", spatial_dims, 2)
-    return _densenet(2, in_channels, num_classes, None, depth, init_features, growth_rate, dropout)
+_resnet_family("resnet3d", 3)
+_resnet_family("resnet2d", 2)
+_densenet_family("densenet3d", 3)
+_densenet_family("densenet2d", 2)
 
 
 class ViTClassifier(nn.Module):

@@ -11,7 +11,6 @@ import csv
 import io
 import json
 import math
-import os
 import sys
 import time
 import warnings
@@ -30,6 +29,7 @@ from src.data.pipeline import prepare_splits
 from src.data.records import DataError, label_matrix
 from src.data.splits import describe_splits
 from src.models import ModelError, create_model
+from src.training import distributed as ddp
 from src.training.tasks import Task, build_task
 from src.training.tracking import Tracker
 from src.training.utils import (
@@ -133,8 +133,10 @@ def validate_epoch(
     progress: bool = False,
     prefix: str = "val",
 ) -> dict[str, float]:
-    """Unweighted loss and every metric of ``task`` on ``loader``, keyed ``<prefix>/<name>``."""
-    logits, labels = predict(model, loader, device, amp_dtype, progress, desc=prefix)
+    """Unweighted loss and every metric of ``task`` on ``loader``, keyed ``<prefix>/<name>``.
+    Under torchrun: on the whole split, gathered from every rank's shard."""
+    logits, labels = predict(unwrap_model(model), loader, device, amp_dtype, progress, prefix)
+    logits, labels = ddp.gather_predictions(logits, labels)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # single-class findings: see metrics
         metrics = task.metrics(logits, labels)
@@ -142,9 +144,12 @@ def validate_epoch(
     return {f"{prefix}/{k}": v for k, v in metrics.items()}
 
 
-def seed_epoch(seed: int, epoch: int, datasets: list, generator: torch.Generator) -> None:
-    """Reseed everything random in an epoch from (seed, epoch): a resumed run repeats it."""
-    epoch_seed = seed * 100_003 + epoch
+def seed_epoch(
+    seed: int, epoch: int, datasets: list, generator: torch.Generator, rank: int = 0
+) -> None:
+    """Reseed everything random in an epoch from (seed, epoch, rank): a resumed run repeats it,
+    and under torchrun each rank draws its own augmentation."""
+    epoch_seed = seed * 100_003 + epoch + 1_000_003 * rank
     seed_everything(epoch_seed)
     generator.manual_seed(epoch_seed)  # shuffling order and DataLoader worker seeds
     for ds in datasets:  # augmentation in the main process (num_workers=0)
@@ -197,23 +202,28 @@ def make_checkpoint(state: dict[str, Any], cfg: Config, model: nn.Module, **objs
 def fit(cfg: Config, run_dir: Path, resume_from: Path | None = None) -> dict[str, Any]:
     """Train as ``cfg`` says, in ``run_dir``; resume from a checkpoint when given one."""
     # ---- build --------------------------------------------------------------------------
-    progress = cfg.logging.progress
-    torch.set_num_threads(cfg.train.threads or max(1, os.cpu_count() or 1))
+    progress = cfg.logging.progress and ddp.is_main()
+    torch.set_num_threads(cfg.train.threads or ddp.default_threads())
     seed_everything(cfg.train.seed)
-    device = resolve_device(cfg.train.device)
+    device = ddp.rank_device(resolve_device(cfg.train.device))
     amp_dtype = resolve_amp(cfg.train.amp, device)
     ckpt = load_checkpoint(resume_from) if resume_from else None
     if ckpt is not None:
         check_resume_compatible(ckpt["config"], cfg, resume_from)
-    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run_dir / "config.yaml")
-    parts = prepare_splits(cfg, run_dir, reuse=ckpt is not None, progress=progress)
+    if ddp.is_main():  # under torchrun rank 0 alone writes into the run folder
+        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
+    with ddp.main_first():  # rank 0 makes the phantom and splits.json; the others then read them
+        reuse = ckpt is not None or not ddp.is_main()
+        parts = prepare_splits(cfg, run_dir, reuse=reuse, progress=progress)
     print(describe_splits(parts, cfg.class_names))
-    train_ds = build_dataset(parts["train"], cfg, train=True, progress=progress)
-    val_ds = build_dataset(parts["val"], cfg, train=False, progress=progress)
+    ddp.warm_disk_cache([parts["train"], parts["val"]], cfg, progress)
+    train_ds = build_dataset(ddp.shard_records(parts["train"], cfg, True), cfg, True, progress)
+    val_ds = build_dataset(ddp.shard_records(parts["val"], cfg, False), cfg, False, progress)
     generator = torch.Generator()
-    train_loader = build_loader(train_ds, cfg, train=True, generator=generator)
-    val_loader = build_loader(val_ds, cfg, train=False)
+    train_sampler = ddp.shard_sampler(train_ds, cfg, train=True)
+    train_loader = build_loader(train_ds, cfg, True, generator, train_sampler)
+    val_loader = build_loader(val_ds, cfg, False, sampler=ddp.shard_sampler(val_ds, cfg, False))
     task = build_task(cfg, label_matrix(parts["train"]))
     check_monitor(cfg, task)
     model = create_model(
@@ -224,6 +234,7 @@ def fit(cfg: Config, run_dir: Path, resume_from: Path | None = None) -> dict[str
         cfg.data.spatial_size,
         **cfg.model.params,
     ).to(device)
+    model = ddp.distribute_model(model, cfg, device)  # DDP under torchrun, else the model itself
     o = cfg.optim
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=o.lr, weight_decay=o.weight_decay, betas=tuple(o.betas)
@@ -247,19 +258,24 @@ def fit(cfg: Config, run_dir: Path, resume_from: Path | None = None) -> dict[str
         stopper.load_state_dict(ckpt["early_stopping"])
         set_rng_state(ckpt["rng"])
         history, start_epoch, step = ckpt["history"], ckpt["epoch"], ckpt["step"]
+        if step != start_epoch * steps_per_epoch:  # resumed with another world or batch size
+            step = ddp.realign_schedule(scheduler, start_epoch * steps_per_epoch)
         run_id = ckpt["wandb_run_id"]
-        write_metrics_csv(history, run_dir / "metrics.csv")  # drop rows newer than the checkpoint
+        if ddp.is_main():  # drop rows newer than the checkpoint
+            write_metrics_csv(history, run_dir / "metrics.csv")
         print(f"resumed from {resume_from} at epoch {start_epoch}")
-    tracker = Tracker(cfg, run_dir, run_id)
+    tracker = Tracker(cfg, run_dir, run_id, enabled=ddp.is_main())
     ckpt_dir = run_dir / "checkpoints"
-    finished = ckpt is not None and (ckpt.get("finished") or start_epoch >= cfg.train.epochs)
+    stopped = ckpt is not None and ckpt["early_stopped"]  # --set train.epochs=N extends a run
+    ran_epochs = 0
 
     # ---- epochs -------------------------------------------------------------------------
     for epoch in range(start_epoch, cfg.train.epochs):
-        if finished:
+        if stopped:
             break
         t0 = time.perf_counter()
-        seed_epoch(cfg.train.seed, epoch, [train_ds], generator)
+        seed_epoch(cfg.train.seed, epoch, [train_ds], generator, ddp.get_rank())
+        ddp.set_sampler_epoch(train_loader, epoch)
         train_loss = train_epoch(
             model,
             train_loader,
@@ -274,12 +290,13 @@ def fit(cfg: Config, run_dir: Path, resume_from: Path | None = None) -> dict[str
             progress,
         )
         step += steps_per_epoch
+        ddp.broadcast_buffers(model)  # every rank evaluates the BatchNorm statistics rank 0 saves
         row = {"epoch": epoch + 1, "step": step, "lr": optimizer.param_groups[0]["lr"]}
-        row |= {"train/loss": train_loss}
+        row |= {"train/loss": ddp.mean_over_ranks(train_loss)}
         row |= validate_epoch(model, val_loader, task, device, amp_dtype, progress)
         history.append(row)
         improved = stopper.step(row[cfg.train.monitor], epoch + 1)
-        finished = stopper.should_stop or epoch + 1 == cfg.train.epochs
+        ran_epochs += 1
         state = {
             "epoch": epoch + 1,
             "step": step,
@@ -287,15 +304,16 @@ def fit(cfg: Config, run_dir: Path, resume_from: Path | None = None) -> dict[str
             "best_value": stopper.best,
             "history": history,
             "wandb_run_id": tracker.run_id,
-            "finished": finished,
+            "early_stopped": stopper.should_stop,
         }
         checkpoint = make_checkpoint(
             state, cfg, model, optimizer=optimizer, scheduler=scheduler, scaler=scaler
         )
-        atomic_torch_save(checkpoint, ckpt_dir / "last.pt")
-        if improved and cfg.checkpoint.save_best:
-            atomic_torch_save(checkpoint, ckpt_dir / "best.pt")
-        write_metrics_csv(history, run_dir / "metrics.csv")
+        if ddp.is_main():
+            atomic_torch_save(checkpoint, ckpt_dir / "last.pt")
+            if improved and cfg.checkpoint.save_best:
+                atomic_torch_save(checkpoint, ckpt_dir / "best.pt")
+            write_metrics_csv(history, run_dir / "metrics.csv")
         tracker.log(row, step=epoch + 1)
         print(epoch_line(row, cfg, improved, time.perf_counter() - t0), flush=True)
         if stopper.should_stop:
@@ -303,8 +321,9 @@ def fit(cfg: Config, run_dir: Path, resume_from: Path | None = None) -> dict[str
             break
 
     # ---- end ----------------------------------------------------------------------------
+    ddp.barrier()  # rank 0 has written its checkpoints before any rank reads best.pt
     final = ckpt_dir / "final.pt"
-    if not final.is_file() and (ckpt_dir / "last.pt").is_file():
+    if ddp.is_main() and (ran_epochs or not final.is_file()) and (ckpt_dir / "last.pt").is_file():
         atomic_torch_save(load_checkpoint(ckpt_dir / "last.pt"), final)
     summary = {
         "run_dir": str(run_dir),
@@ -315,7 +334,8 @@ def fit(cfg: Config, run_dir: Path, resume_from: Path | None = None) -> dict[str
         summary |= evaluate_best(
             cfg, model, ckpt_dir / "best.pt", parts["test"], device, amp_dtype, task
         )
-        (run_dir / "test_metrics.json").write_text(json.dumps(summary, indent=1))
+        if ddp.is_main():
+            (run_dir / "test_metrics.json").write_text(json.dumps(summary, indent=1))
     tracker.summary(summary)
     tracker.finish()
     print_summary(summary, cfg, run_dir, tracker)
@@ -325,7 +345,10 @@ def fit(cfg: Config, run_dir: Path, resume_from: Path | None = None) -> dict[str
 def evaluate_best(cfg, model, best_path, records, device, amp_dtype, task) -> dict[str, float]:
     """Test-split metrics of the best checkpoint (picked on validation only)."""
     load_model_state(model, load_checkpoint(best_path)["model"], str(best_path))
-    loader = build_loader(build_dataset(records, cfg, train=False, progress=False), cfg, False)
+    dataset = build_dataset(
+        ddp.shard_records(records, cfg, False), cfg, train=False, progress=False
+    )
+    loader = build_loader(dataset, cfg, False, sampler=ddp.shard_sampler(dataset, cfg, False))
     return validate_epoch(model, loader, task, device, amp_dtype, cfg.logging.progress, "test")
 
 
@@ -440,11 +463,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         cfg = load_config(args.config, args.set)
-        run_dir, resume_from = resolve_run(args, cfg)
+        ddp.init_distributed(cfg.train.device)  # under torchrun; a single process otherwise
+        run_dir, resume_from = ddp.run_on_main(lambda: resolve_run(args, cfg))  # one run folder
         fit(cfg, run_dir, resume_from)
     except USER_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    finally:
+        ddp.close_distributed()
     return 0
 
 

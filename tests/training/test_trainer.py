@@ -120,3 +120,14 @@ def test_resume_with_changed_model_is_refused(tiny_config, capsys):
     )
     assert code == 2
     assert "model.params: the run at" in capsys.readouterr().err
+
+
+def test_resume_extends_a_finished_run(tiny_config):
+    cfg, path = tiny_config
+    assert main(["--config", str(path), "--set", "train.epochs=1", "logging.run_name=x"]) == 0
+    code = main(
+        ["--config", str(path), "--resume", "--set", "train.epochs=2", "logging.run_name=x"]
+    )
+    assert code == 0
+    final = load_checkpoint(f"{cfg.logging.output_dir}/x/checkpoints/final.pt")
+    assert final["epoch"] == 2 and len(final["history"]) == 2
