@@ -110,6 +110,9 @@ class TrainConfig:
     amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
     num_workers: int = -1
     threads: int = 0
+    pin_memory: bool | Literal["auto"] = "auto"
+    persistent_workers: bool | Literal["auto"] = "auto"
+    prefetch_factor: int = 0
     pos_weight: bool = False
     class_weights: bool = False
     monitor: str = "val/roc_auc_macro"
@@ -142,6 +145,19 @@ class LoggingConfig:
 
 
 @dataclass
+class EvaluationConfig:
+    """After training: decision thresholds, bootstrap CIs, the report's Grad-CAM gallery."""
+
+    threshold_rule: Literal["youden", "fixed"] = "youden"  # fixed: 0.5 for every class
+    sensitivity_targets: dict[str, float] = field(default_factory=dict)  # class -> sensitivity
+    bootstrap: int = 1000
+    confidence: float = 0.95
+    seed: int = 0
+    gradcam_per_group: int = 2  # scans per (finding, TP/FP/FN) in the report; 0 = none
+    report: bool = True
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -149,6 +165,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
 
     @property
     def spatial_dims(self) -> int:
@@ -184,6 +201,9 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 return _coerce(value, arg, key)
             except ConfigError as err:
                 errors.append(str(err))
+        if all(e.startswith(f"{key}: expected") for e in errors):  # e.g. true, false or 'auto'
+            names = " or ".join(_type_name(a) for a in get_args(tp) if a is not type(None))
+            raise ConfigError(f"{key}: expected {names}, got {value!r}")
         raise ConfigError(errors[0])
     if origin is Literal:
         if value in get_args(tp):
@@ -327,6 +347,7 @@ def _check(cfg: Config) -> None:
     need(t.min_delta >= 0, "train.min_delta", "must be >= 0")
     need(t.num_workers >= -1, "train.num_workers", "must be >= 0, or -1 for automatic")
     need(t.threads >= 0, "train.threads", "must be >= 0 (0 chooses from the cores available)")
+    need(t.prefetch_factor >= 0, "train.prefetch_factor", "must be >= 0 (0 chooses for you)")
     need(
         t.device == "auto" or t.device == "cpu" or t.device.startswith("cuda"),
         "train.device",
@@ -337,6 +358,15 @@ def _check(cfg: Config) -> None:
         "train.monitor",
         "must name a logged metric, e.g. val/roc_auc_macro or val/loss",
     )
+    e = cfg.evaluation
+    need(e.bootstrap >= 0, "evaluation.bootstrap", "must be >= 0 (0 turns the CIs off)")
+    need(0 < e.confidence < 1, "evaluation.confidence", "must be in (0, 1), e.g. 0.95")
+    need(e.gradcam_per_group >= 0, "evaluation.gradcam_per_group", "must be >= 0")
+    for name, target in e.sensitivity_targets.items():
+        key = f"evaluation.sensitivity_targets.{name}"
+        need(name in cfg.class_names, key, f"not a class; classes: {', '.join(cfg.class_names)}")
+        ok = isinstance(target, int | float) and not isinstance(target, bool) and 0 < target <= 1
+        need(ok, key, f"target sensitivity must be in (0, 1], got {target!r}")
 
 
 def config_from_dict(raw: dict[str, Any]) -> Config:

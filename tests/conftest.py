@@ -48,6 +48,8 @@ def tiny_raw_config(root: Path, out: Path) -> dict:
             "progress": False,
             "wandb": {"mode": "disabled"},
         },
+        # every run ends with its report: keep it cheap (no Grad-CAM gallery, few replicates)
+        "evaluation": {"bootstrap": 100, "gradcam_per_group": 0},
     }
 
 
@@ -58,3 +60,17 @@ def tiny_config(tiny_phantom, tmp_path) -> tuple[Config, Path]:
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(raw))
     return config_from_dict(raw), path
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_phantom, tmp_path_factory) -> Path:
+    """A finished tiny training run with a test split (and its report); returns the folder."""
+    from src.training.trainer import fit
+
+    out = tmp_path_factory.mktemp("tiny_run")
+    raw = tiny_raw_config(tiny_phantom, out)
+    raw["data"]["split"] |= {"test_fraction": 0.25}
+    raw["evaluation"] |= {"bootstrap": 200, "gradcam_per_group": 1}
+    run = out / "run"
+    fit(config_from_dict(raw), run)
+    return run

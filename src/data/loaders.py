@@ -7,7 +7,8 @@
 - ``disk+ram``: the RAM cache filled from the disk cache (fast restarts, fast epochs).
 
 A disk cache entry's name hashes the image path, its size and modification time and the label,
-so an edited or regenerated file is never served from a stale entry.
+so an edited or regenerated file is never served from a stale entry. Loader settings (workers,
+threads, pinning, persistence, prefetch) come from ``src.data.tuning``.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ from monai.data import CacheDataset, DataLoader, Dataset, PersistentDataset
 from torch.utils.data import Sampler
 
 from src.config import Config
+from src.data.augmented import AugmentedDataset
 from src.data.transforms import build_augmentation, build_preprocessing, preprocessing_key
+from src.data.tuning import available_cores, resolve_loader_settings
 
 
 def item_hash(item: dict[str, Any]) -> bytes:
@@ -36,8 +39,7 @@ def item_hash(item: dict[str, Any]) -> bytes:
 def to_items(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """What the transforms see: the path, the label as a tensor and the id."""
     return [
-        {"image": r["image"], "label": torch.as_tensor(r["label"]), "id": r["id"]}
-        for r in records
+        {"image": r["image"], "label": torch.as_tensor(r["label"]), "id": r["id"]} for r in records
     ]
 
 
@@ -47,7 +49,7 @@ def cache_folder(cfg: Config) -> Path:
 
 def build_dataset(
     records: list[dict[str, Any]], cfg: Config, train: bool, progress: bool = True
-) -> Dataset:
+) -> AugmentedDataset:
     """Cached fixed preprocessing of ``records`` followed by (train-only) augmentation."""
     items = to_items(records)
     preprocessing = build_preprocessing(cfg)
@@ -59,23 +61,18 @@ def build_dataset(
             items, transform=preprocessing, cache_dir=folder, hash_func=item_hash
         )
         if mode == "disk+ram":
-            fixed = CacheDataset(fixed, transform=None, num_workers=cache_workers(), progress=progress)
+            fixed = CacheDataset(
+                fixed, transform=None, num_workers=cache_workers(), progress=progress
+            )
     elif mode == "ram":
         fixed = CacheDataset(items, preprocessing, num_workers=cache_workers(), progress=progress)
     else:
         fixed = Dataset(items, transform=preprocessing)
-    return Dataset(fixed, transform=build_augmentation(cfg, train=train))
+    return AugmentedDataset(fixed, transform=build_augmentation(cfg, train=train))
 
 
 def cache_workers() -> int:
-    return max(1, (os.cpu_count() or 1))
-
-
-def resolve_num_workers(cfg: Config) -> int:
-    """``train.num_workers`` or, when -1, one fewer than the cores (at most 4)."""
-    if cfg.train.num_workers >= 0:
-        return cfg.train.num_workers
-    return max(0, min(4, (os.cpu_count() or 1) - 1))
+    return available_cores()
 
 
 def build_loader(
@@ -85,19 +82,22 @@ def build_loader(
     generator: torch.Generator | None = None,
     sampler: Sampler | None = None,
 ) -> DataLoader:
-    """A MONAI DataLoader; ``generator`` (reseeded every epoch) fixes order and worker seeds.
+    """A MONAI DataLoader; ``generator`` (reseeded every epoch) fixes the order. Augmentation
+    is seeded per item (``AugmentedDataset``), so persistent workers keep a resume exact.
     ``sampler`` (a rank's shard under torchrun) replaces the loader's own shuffling."""
-    workers = resolve_num_workers(cfg)
+    s = resolve_loader_settings(cfg)
+    n = len(sampler) if sampler is not None else len(dataset)
+    # A last training batch of one sample breaks BatchNorm; drop it (shuffling varies which).
+    drop_last = train and n > cfg.train.batch_size and n % cfg.train.batch_size == 1
     return DataLoader(
         dataset,
         batch_size=cfg.train.batch_size,
         shuffle=train and sampler is None,
+        drop_last=drop_last,
         sampler=sampler,
-        num_workers=workers,
+        num_workers=s.num_workers,
         generator=generator,
-        pin_memory=torch.cuda.is_available(),
-        # Fresh workers each epoch: their seeds derive from the epoch's generator state, which
-        # keeps augmentation identical after a resume.
-        persistent_workers=False,
-        prefetch_factor=2 if workers > 0 else None,
+        pin_memory=s.pin_memory,
+        persistent_workers=s.persistent_workers,
+        prefetch_factor=s.prefetch_factor,
     )

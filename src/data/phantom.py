@@ -1,4 +1,4 @@
-"""Built-in phantom chest CT data set: real NIfTI volumes and a labels CSV, deterministic from a seed.
+"""Built-in phantom chest CT: real NIfTI volumes and a labels CSV, deterministic from a seed.
 
 Each scan is an int16 Hounsfield-like volume of a thorax (body, lungs, heart, aorta, spine,
 lung vessels) with anisotropic spacing, a varying field of view and matrix size, and one of two
@@ -138,14 +138,15 @@ def _sample_anatomy(rng: np.random.Generator) -> Anatomy:
         for _ in range(rng.integers(1, 4)):
             anat.nodules.append((_point_in_lung(rng, anat, 0.7), rng.uniform(6.0, 11.0)))
     if findings["Arterial wall calcification"]:
-        for _ in range(rng.integers(4, 9)):  # plaques on the aortic wall and the heart surface
+        for _ in range(rng.integers(6, 13)):  # plaques on the aortic wall and the heart surface
             t = rng.uniform(0, 2 * np.pi)
             if rng.random() < 0.6:
                 pos = (-0.10 * a + 13 * np.cos(t), -0.45 * b + 13 * np.sin(t), rng.uniform(-80, 90))
             else:
-                pos = (-0.12 * a + 0.30 * a * np.cos(t), 0.30 * b + 0.34 * b * np.sin(t), -25.0)
-            r = rng.uniform(3.0, 4.5)
-            anat.calcs.append((pos, (r, r, rng.uniform(8.0, 16.0)), rng.uniform(600, 1200)))
+                hx, hy = anat.heart_scale * 0.30 * a, anat.heart_scale * 0.34 * b
+                pos = (-0.12 * a + hx * np.cos(t), 0.30 * b + hy * np.sin(t), -25.0)
+            r = rng.uniform(4.0, 6.0)
+            anat.calcs.append((pos, (r, r, rng.uniform(10.0, 20.0)), rng.uniform(700, 1300)))
     if findings["Emphysema"]:
         for _ in range(rng.integers(35, 70)):
             p = _point_in_lung(rng, anat, 0.85)
@@ -163,13 +164,25 @@ def _point_in_lung(rng: np.random.Generator, anat: Anatomy, depth: float):
     return tuple(float(c[d] + depth * u[d] * anat.lung_radii[d]) for d in range(3))
 
 
-def _render_scan(anat: Anatomy, rng: np.random.Generator, findings: dict[str, bool]):
-    """Render one scan of a patient; returns (HU volume, affine (RAS), regions)."""
+def _render_scan(
+    anat: Anatomy,
+    rng: np.random.Generator,
+    findings: dict[str, bool],
+    matrix: tuple[int, int, int] | None = None,
+):
+    """Render one scan of a patient; returns (HU volume, affine (RAS), regions).
+
+    ``matrix`` fixes the voxel grid (the spacing follows from the field of view); by default
+    the spacing is drawn and the matrix follows.
+    """
     a, b = anat.body
     sxy, sz = rng.uniform(2.3, 3.1), rng.uniform(3.0, 5.0)
     fov_xy = 2 * a + rng.uniform(20, 70)
     fov_z = rng.uniform(260, 320)
     shape = (int(fov_xy / sxy), int(fov_xy / sxy), int(fov_z / sz))
+    if matrix is not None:  # same random draws as the default, so the anatomy is unchanged
+        shape = tuple(int(m) for m in matrix)
+        sxy, sz = fov_xy / shape[0], fov_z / shape[2]
     spacing = np.array([sxy, sxy, sz], np.float32)
     shift = rng.normal(0, 8, size=3).astype(np.float32)
     origin = -spacing * (np.array(shape) - 1) / 2 + shift
@@ -223,8 +236,9 @@ def _render_scan(anat: Anatomy, rng: np.random.Generator, findings: dict[str, bo
         cv.paint(c, (r, r, r), -990.0, lung)
     if anat.bullae:
         pts = np.array([c for c, _ in anat.bullae])
-        regions["Emphysema"] = [{"bbox_mm": [pts.min(0).round(1).tolist(),
-                                             pts.max(0).round(1).tolist()]}]
+        regions["Emphysema"] = [
+            {"bbox_mm": [pts.min(0).round(1).tolist(), pts.max(0).round(1).tolist()]}
+        ]
     if findings["Consolidation"]:
         c0 = np.array(_point_in_lung(rng, anat, 0.55))
         hu = rng.uniform(-150, 20)
@@ -279,10 +293,16 @@ def _save_nifti(hu: np.ndarray, affine: np.ndarray, path: Path, lps: bool, inter
 
 
 def generate_phantom_ct(
-    out_dir: str | Path, n_patients: int = 300, seed: int = 0, progress: bool = True
+    out_dir: str | Path,
+    n_patients: int = 300,
+    seed: int = 0,
+    progress: bool = True,
+    matrix: tuple[int, int, int] | None = None,
 ) -> Path:
     """Write the phantom CT set to ``out_dir`` (images/, labels.csv, regions.json).
 
+    ``matrix`` (x, y, z voxels) gives every scan the same grid, e.g. (256, 256, 128) for
+    volumes of realistic raw size (benchmarks); by default the matrix varies (~120x120x70).
     The folder appears whole or not at all: it is built beside ``out_dir`` and renamed.
     Returns the path of the labels CSV.
     """
@@ -305,11 +325,16 @@ def generate_phantom_ct(
                 if s > 0:  # acute findings come and go between a patient's scans
                     for f in set(FINDINGS) - CHRONIC:
                         findings[f] = bool(srng.random() < PREVALENCE[f])
-                hu, affine, reg = _render_scan(anat, srng, findings)
+                hu, affine, reg = _render_scan(anat, srng, findings, matrix)
                 name = f"P{p:04d}_S{s}"
                 rel = f"images/{name}.nii.gz"
-                _save_nifti(hu, affine, tmp / rel, lps=bool(srng.random() < 0.5),
-                            intercept=bool(srng.random() < 0.5))
+                _save_nifti(
+                    hu,
+                    affine,
+                    tmp / rel,
+                    lps=bool(srng.random() < 0.5),
+                    intercept=bool(srng.random() < 0.5),
+                )
                 rows.append(
                     {"image": rel, "patient_id": f"P{p:04d}", "center": center}
                     | {f: int(findings[f]) for f in FINDINGS}

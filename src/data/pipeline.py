@@ -13,7 +13,7 @@ from src.data.medmnist import IMPORT_VERSION, import_medmnist
 from src.data.records import DataError, read_records
 from src.data.splits import load_splits, make_splits, save_splits, split_records
 
-PHANTOM_VERSION = 3
+PHANTOM_VERSION = 4
 
 
 def ensure_builtin_data(cfg: Config, progress: bool = True) -> None:

@@ -116,7 +116,10 @@ def read_records(
                 [_parse_label(row[c] or "", csv_path, i, c) for c in d.label_columns], np.float32
             )
         elif d.task == "binary":
-            label = np.array([_parse_label(row[d.label_columns[0]] or "", csv_path, i, d.label_columns[0])], np.float32)
+            label = np.array(
+                [_parse_label(row[d.label_columns[0]] or "", csv_path, i, d.label_columns[0])],
+                np.float32,
+            )
         else:
             label = np.array(_parse_class(row[d.label_columns[0]], class_to_index, csv_path, i, d))
         records.append(

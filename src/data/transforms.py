@@ -70,7 +70,11 @@ def build_preprocessing(cfg: Config) -> Compose:
         steps.append(Spacingd(keys="image", pixdim=d.spacing, mode="bilinear"))
     steps.append(
         ScaleIntensityRanged(
-            keys="image", a_min=d.intensity_min, a_max=d.intensity_max, b_min=0.0, b_max=1.0,
+            keys="image",
+            a_min=d.intensity_min,
+            a_max=d.intensity_max,
+            b_min=0.0,
+            b_max=1.0,
             clip=True,
         )
     )

@@ -28,6 +28,8 @@ from src.data.loaders import build_dataset, build_loader
 from src.data.pipeline import prepare_splits
 from src.data.records import DataError, label_matrix
 from src.data.splits import describe_splits
+from src.data.tuning import resolve_loader_settings
+from src.evaluate import report_after_training
 from src.models import ModelError, create_model
 from src.training import distributed as ddp
 from src.training.tasks import Task, build_task
@@ -151,9 +153,9 @@ def seed_epoch(
     and under torchrun each rank draws its own augmentation."""
     epoch_seed = seed * 100_003 + epoch + 1_000_003 * rank
     seed_everything(epoch_seed)
-    generator.manual_seed(epoch_seed)  # shuffling order and DataLoader worker seeds
-    for ds in datasets:  # augmentation in the main process (num_workers=0)
-        ds.transform.set_random_state(seed=epoch_seed % 2**32)
+    generator.manual_seed(epoch_seed)  # shuffling order
+    for ds in datasets:  # augmentation, per item, in the workers or the main process
+        ds.set_epoch_seed(epoch_seed)
 
 
 def write_metrics_csv(history: list[dict[str, Any]], path: Path) -> None:
@@ -203,7 +205,8 @@ def fit(cfg: Config, run_dir: Path, resume_from: Path | None = None) -> dict[str
     """Train as ``cfg`` says, in ``run_dir``; resume from a checkpoint when given one."""
     # ---- build --------------------------------------------------------------------------
     progress = cfg.logging.progress and ddp.is_main()
-    torch.set_num_threads(cfg.train.threads or ddp.default_threads())
+    loading = resolve_loader_settings(cfg)  # from this process's share of the node's cores
+    torch.set_num_threads(loading.threads)
     seed_everything(cfg.train.seed)
     device = ddp.rank_device(resolve_device(cfg.train.device))
     amp_dtype = resolve_amp(cfg.train.amp, device)
@@ -217,6 +220,7 @@ def fit(cfg: Config, run_dir: Path, resume_from: Path | None = None) -> dict[str
         reuse = ckpt is not None or not ddp.is_main()
         parts = prepare_splits(cfg, run_dir, reuse=reuse, progress=progress)
     print(describe_splits(parts, cfg.class_names))
+    print(loading.describe())
     ddp.warm_disk_cache([parts["train"], parts["val"]], cfg, progress)
     train_ds = build_dataset(ddp.shard_records(parts["train"], cfg, True), cfg, True, progress)
     val_ds = build_dataset(ddp.shard_records(parts["val"], cfg, False), cfg, False, progress)
@@ -336,6 +340,8 @@ def fit(cfg: Config, run_dir: Path, resume_from: Path | None = None) -> dict[str
         )
         if ddp.is_main():
             (run_dir / "test_metrics.json").write_text(json.dumps(summary, indent=1))
+    if ddp.is_main():  # report.html / .md (single process, fresh model); a failure only warns
+        report_after_training(cfg, run_dir, tracker)
     tracker.summary(summary)
     tracker.finish()
     print_summary(summary, cfg, run_dir, tracker)

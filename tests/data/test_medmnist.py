@@ -148,5 +148,5 @@ def test_config_refuses_a_phantom_and_a_medmnist_file_at_once(tmp_path):
             "label_columns": ["label"],
         }
     }
-    with pytest.raises(ConfigError, match="data.medmnist_npz: set either"):
+    with pytest.raises(ConfigError, match=r"data\.medmnist_npz: set either"):
         config_from_dict(raw)

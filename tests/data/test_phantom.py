@@ -12,9 +12,14 @@ import numpy as np
 from src.data.phantom import FINDINGS, generate_phantom_ct
 
 
+def read_rows(csv_path):
+    with open(csv_path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
 def digest(root):
     h = hashlib.sha256((root / "labels.csv").read_bytes())
-    for row in csv.DictReader(open(root / "labels.csv")):
+    for row in read_rows(root / "labels.csv"):
         h.update(np.asarray(nib.load(root / row["image"]).dataobj).tobytes())
     return h.hexdigest()
 
@@ -29,7 +34,7 @@ def test_same_seed_same_data(tiny_phantom, tmp_path):
 
 
 def test_volumes_are_int16_hu_with_anisotropic_spacing(tiny_phantom):
-    rows = list(csv.DictReader(open(tiny_phantom / "labels.csv")))
+    rows = read_rows(tiny_phantom / "labels.csv")
     shapes, spacings = set(), set()
     for row in rows:
         img = nib.load(tiny_phantom / row["image"])
@@ -49,7 +54,7 @@ def test_volumes_are_int16_hu_with_anisotropic_spacing(tiny_phantom):
 def test_labels_patients_and_regions(tmp_path):
     root = tmp_path / "p"
     generate_phantom_ct(root, n_patients=120, seed=0, progress=False)
-    rows = list(csv.DictReader(open(root / "labels.csv")))
+    rows = read_rows(root / "labels.csv")
     labels = np.array([[int(r[f]) for f in FINDINGS] for r in rows])
     prevalence = labels.mean(0)
     assert len(FINDINGS) >= 6

@@ -16,7 +16,15 @@ def records(n_patients=60, scans=2, seed=0, split=""):
     for p in range(n_patients):
         lab = (rng.random(3) < [0.1, 0.3, 0.5]).astype(np.float32)
         for s in range(scans):
-            out.append({"id": f"p{p}_s{s}", "patient": f"p{p}", "label": lab, "center": f"c{p % 3}", "split": split})
+            out.append(
+                {
+                    "id": f"p{p}_s{s}",
+                    "patient": f"p{p}",
+                    "label": lab,
+                    "center": f"c{p % 3}",
+                    "split": split,
+                }
+            )
     return out
 
 

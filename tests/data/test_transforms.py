@@ -52,9 +52,7 @@ def test_key_is_stable():
 
 def test_augmentation_is_random_and_preprocessing_is_not():
     cfg = config_from_dict(BASE)
-    assert not any(
-        type(t).__name__.startswith("Rand") for t in build_preprocessing(cfg).transforms
-    )
+    assert not any(type(t).__name__.startswith("Rand") for t in build_preprocessing(cfg).transforms)
     names = [type(t).__name__ for t in build_augmentation(cfg, train=True).transforms]
     assert any(n.startswith("Rand") for n in names)
     assert not any(

@@ -146,8 +146,20 @@ def test_two_gloo_processes(tiny_config, tmp_path):
     assert res2.returncode == 0, res2.stderr[-3000:]
     r1, r2 = read_rows(one / "metrics.csv"), read_rows(two / "metrics.csv")
     assert r1[:2] == r2[:2] == rows  # history carried over unchanged
+    # One process sees other batches (and BatchNorm other batch statistics) than two: the losses
+    # agree within noise, not bit for bit.
     for key in ("train/loss", "val/loss"):
-        assert float(r1[2][key]) == pytest.approx(float(r2[2][key]), abs=0.02), key
+        assert float(r1[2][key]) == pytest.approx(float(r2[2][key]), abs=0.05), key
     assert r1[2]["lr"] == r2[2]["lr"]  # same place in the schedule despite 2x the steps
-    # ... and well away from where training started: the weights were resumed, not re-made.
-    assert float(r1[2]["train/loss"]) < float(rows[0]["train/loss"]) - 0.03
+    # ... and the weights were resumed, not re-made: one more epoch stays near the checkpoint.
+    resumed = load_checkpoint(run / "checkpoints" / "last.pt")["model"]
+    after = load_checkpoint(one / "checkpoints" / "last.pt")["model"]
+    torch.manual_seed(123)
+    fresh = create_model(cfg.model.name, 3, 1, len(cfg.class_names), cfg.data.spatial_size,
+                         **cfg.model.params).state_dict()  # fmt: skip
+
+    def dist(a, b):
+        keys = [k for k in a if a[k].is_floating_point() and "running" not in k]
+        return sum(float((a[k] - b[k]).pow(2).sum()) for k in keys) ** 0.5
+
+    assert dist(after, resumed) < 0.5 * dist(fresh, resumed)

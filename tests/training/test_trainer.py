@@ -9,6 +9,8 @@ import torch
 import yaml
 from torch import nn
 
+from src.data.loaders import build_dataset, build_loader
+from src.data.pipeline import prepare_splits
 from src.training.tasks import MultiLabelTask
 from src.training.trainer import fit, main, train_epoch
 from src.training.utils import CHECKPOINT_FORMAT, load_checkpoint
@@ -131,3 +133,13 @@ def test_resume_extends_a_finished_run(tiny_config):
     assert code == 0
     final = load_checkpoint(f"{cfg.logging.output_dir}/x/checkpoints/final.pt")
     assert final["epoch"] == 2 and len(final["history"]) == 2
+
+
+def test_last_training_batch_of_one_is_dropped(tiny_config, tmp_path):
+    cfg, _ = tiny_config
+    parts = prepare_splits(cfg, tmp_path, reuse=False, progress=False)
+    cfg.train.batch_size = len(parts["train"]) - 1  # leaves a last batch of one sample
+    loader = build_loader(build_dataset(parts["train"], cfg, True, False), cfg, train=True)
+    assert [len(b["image"]) for b in loader] == [cfg.train.batch_size]
+    val = build_loader(build_dataset(parts["train"], cfg, False, False), cfg, train=False)
+    assert sum(len(b["image"]) for b in val) == len(parts["train"])  # evaluation keeps all

@@ -1,0 +1,154 @@
+"""Predict new scans with a trained run (`python -m src.inference.predict --run R FILES --out F`).
+
+Files and folders (every image file directly inside) go through the run's own preprocessing,
+read from its checkpoint. Writes a CSV (one row per readable file: per-class probabilities and
+thresholded labels) and a JSON beside it (the same plus class names, thresholds and their rule,
+and the files that failed). A file that cannot be read is named on stderr and the rest still
+run; the exit status is 0 when every file was predicted, 1 when any failed, 2 for a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from monai.transforms import Compose
+
+from src.config import ConfigError
+from src.data.records import IMAGE_SUFFIXES
+from src.data.transforms import build_augmentation, build_preprocessing
+from src.inference.runtime import USER_ERRORS, LoadedRun, load_run, predict_batch
+from src.reporting.thresholds import load_thresholds, rule_summary, task_class_names
+
+
+def collect_inputs(paths: list[str]) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Image files named or found directly in named folders; (files, [(path, why missing)])."""
+    files, missing = [], []
+    for name in paths:
+        p = Path(name)
+        if p.is_dir():
+            found = sorted(
+                f for f in p.iterdir() if f.is_file() and f.name.lower().endswith(IMAGE_SUFFIXES)
+            )
+            if not found:
+                missing.append((name, "folder holds no image files"))
+            files += found
+        elif p.is_file():
+            files.append(p)
+        else:
+            missing.append((name, "no such file or folder"))
+    return files, missing
+
+
+def root_cause(err: BaseException) -> str:
+    """The innermost error as one line (MONAI wraps a reader's error in 'applying transform')."""
+    while err.__cause__ is not None:
+        err = err.__cause__
+    text = (str(err).strip().splitlines() or [""])[0][:200]
+    return f"{type(err).__name__}: {text}"
+
+
+def predict_files(
+    run: LoadedRun, files: list[Path], thresholds: dict[str, Any] | None, tta: bool = False
+) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
+    """Rows of predictions of the readable files, and (file, reason) of those that failed."""
+    cfg, names = run.cfg, task_class_names(run.cfg)
+    transform = Compose([build_preprocessing(cfg), build_augmentation(cfg, train=False)])
+    multiclass = cfg.data.task == "multiclass"
+    cut = {n: (thresholds or {}).get("classes", {}).get(n, {}).get("threshold", 0.5) for n in names}
+    rows, failed, batch, batch_files = [], [], [], []
+
+    def flush() -> None:
+        probs = predict_batch(run.model, torch.stack(batch).to(run.device), cfg, tta).numpy()
+        for f, p in zip(batch_files, probs, strict=True):
+            row: dict[str, Any] = {"file": str(f)}
+            row |= {f"prob/{n}": round(float(v), 6) for n, v in zip(names, p, strict=True)}
+            if multiclass:
+                row["predicted"] = names[int(p.argmax())]
+            else:
+                row |= {f"label/{n}": int(v >= cut[n]) for n, v in zip(names, p, strict=True)}
+            rows.append(row)
+        batch.clear(), batch_files.clear()
+
+    for f in files:
+        try:
+            batch.append(transform({"image": str(f)})["image"])
+            batch_files.append(f)
+        except Exception as err:  # any unreadable file: name it, go on with the rest
+            failed.append((str(f), root_cause(err)))
+            continue
+        if len(batch) == cfg.train.batch_size:
+            flush()
+    if batch:
+        flush()
+    return rows, failed
+
+
+def write_outputs(
+    rows: list[dict[str, Any]],
+    failed: list[tuple[str, str]],
+    out: Path,
+    run: LoadedRun,
+    thresholds: dict[str, Any] | None,
+) -> Path:
+    """The CSV at ``out`` and the JSON beside it; returns the JSON path."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    columns = list(rows[0]) if rows else ["file"]
+    with open(out, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    meta = {
+        "run": str(run.run_dir),
+        "checkpoint": str(run.checkpoint),
+        "task": run.cfg.data.task,
+        "class_names": task_class_names(run.cfg),
+        "thresholds": thresholds,
+        "threshold_rule": rule_summary(thresholds) if thresholds else "none stored: 0.5",
+        "predictions": rows,
+        "failed": [{"file": f, "error": why} for f, why in failed],
+    }
+    path = out.with_suffix(".json")
+    path.write_text(json.dumps(meta, indent=1))
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m src.inference.predict", description=__doc__)
+    ap.add_argument("--run", required=True, help="run folder, e.g. outputs/ct-20261121-101500")
+    ap.add_argument("inputs", nargs="+", help="image files and/or folders of images")
+    ap.add_argument("--out", default="predictions.csv", help="CSV to write (JSON beside it)")
+    ap.add_argument("--checkpoint", default="best", help="best, last, final or a checkpoint path")
+    ap.add_argument("--tta", action="store_true", help="average over flips (test-time aug.)")
+    args = ap.parse_args(argv)
+    try:
+        run = load_run(args.run, args.checkpoint)
+        files, failed = collect_inputs(args.inputs)
+        if not files:
+            raise ConfigError("inputs: no image files found in " + ", ".join(args.inputs))
+        thresholds = load_thresholds(run.run_dir)
+        if thresholds is None and run.cfg.data.task != "multiclass":
+            print(
+                f"warning: {run.run_dir}/thresholds.json missing (run `python -m src.evaluate "
+                f"--run {run.run_dir}` to choose thresholds on validation); using 0.5",
+                file=sys.stderr,
+            )
+        rows, unreadable = predict_files(run, files, thresholds, args.tta)
+        failed += unreadable
+        meta = write_outputs(rows, failed, Path(args.out), run, thresholds)
+    except USER_ERRORS as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"{len(rows)} predicted -> {args.out} and {meta}")
+    for f, why in failed:
+        print(f"error: cannot predict {f}: {why}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

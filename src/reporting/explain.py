@@ -1,0 +1,186 @@
+"""Grad-CAM gallery of a run (`python -m src.reporting.explain --run outputs/<run> --n 8`).
+
+For each finding: up to ``n`` true positives, false positives and false negatives of the split
+(the most confident of each), each shown as three orthogonal slices through the map's peak,
+overlaid on the scan (2D: the image). With the phantom's ``regions.json`` it also reports how
+often the peak of a true positive falls inside the planted finding's box.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+from src.inference.runtime import LoadedRun
+from src.reporting.gradcam import (
+    build_cam,
+    load_for_cam,
+    load_regions,
+    peak_in_boxes,
+    peak_voxel,
+    world_box_to_voxels,
+)
+
+OUTCOMES = ("TP", "FP", "FN")
+
+
+def slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_").lower()
+
+
+def pick_cases(y: np.ndarray, p: np.ndarray, decided: np.ndarray, n: int) -> dict[str, list[int]]:
+    """Indices of the ``n`` most confident TP and FP and the ``n`` most missed FN of one class."""
+    tp = np.flatnonzero((y == 1) & (decided == 1))
+    fp = np.flatnonzero((y == 0) & (decided == 1))
+    fn = np.flatnonzero((y == 1) & (decided == 0))
+    return {
+        "TP": tp[np.argsort(-p[tp])][:n].tolist(),
+        "FP": fp[np.argsort(-p[fp])][:n].tolist(),
+        "FN": fn[np.argsort(p[fn])][:n].tolist(),
+    }
+
+
+def compute_cam(run: LoadedRun, cam, path: str, class_idx: int):
+    """(image, map, affine) of one file, both (spatial...) numpy arrays."""
+    image, affine = load_for_cam(path, run.cfg)
+    x = image[None].to(run.device).requires_grad_(True)
+    heat = cam(x, class_idx).detach().cpu().numpy()[0, 0]
+    return image.numpy()[0], heat, affine
+
+
+def _views(image: np.ndarray, heat: np.ndarray, peak: np.ndarray):
+    if image.ndim == 2:
+        return [("image", image.T, heat.T)]
+    x, y, z = peak
+    return [
+        ("axial", image[:, :, z].T, heat[:, :, z].T),
+        ("coronal", image[:, y, :].T, heat[:, y, :].T),
+        ("sagittal", image[x, :, :].T, heat[x, :, :].T),
+    ]
+
+
+def draw_gallery(
+    run: LoadedRun,
+    records: list[dict[str, Any]],
+    probs: np.ndarray,
+    onehot: np.ndarray,
+    decided: np.ndarray,
+    names: list[str],
+    out_dir: Path,
+    n: int,
+) -> tuple[list[Path], str]:
+    """One PNG per class with cases to show (rows TP/FP/FN cases, columns the slices), and
+    how the maps were made."""
+    cam, method = build_cam(run.model, run.cfg)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for j, name in enumerate(names):
+        cases = pick_cases(onehot[:, j], probs[:, j], decided[:, j], n)
+        rows = [(kind, i) for kind in OUTCOMES for i in cases[kind]]
+        if not rows:
+            continue
+        n_cols = 3 if run.cfg.spatial_dims == 3 else 1
+        fig, axes = plt.subplots(
+            len(rows), n_cols, figsize=(2.4 * n_cols, 2.3 * len(rows)), squeeze=False
+        )
+        for r, (kind, i) in enumerate(rows):
+            image, heat, _ = compute_cam(run, cam, records[i]["image"], j)
+            for c, (view, img, hm) in enumerate(_views(image, heat, peak_voxel(heat))):
+                ax = axes[r, c]
+                ax.imshow(img, cmap="gray", origin="lower")
+                ax.imshow(hm, cmap="jet", alpha=0.35, origin="lower", vmin=0, vmax=1)
+                ax.set_xticks([]), ax.set_yticks([])
+                title = f"{kind} p={probs[i, j]:.2f} {Path(records[i]['id']).name[:18]}"
+                ax.set_title(title if c == 0 else view, fontsize=6)
+        fig.suptitle(name, fontsize=9)
+        fig.tight_layout()
+        path = out_dir / f"gradcam_{slug(name)}.png"
+        fig.savefig(path, dpi=80)
+        plt.close(fig)
+        paths.append(path)
+    return paths, method
+
+
+def localisation(
+    run: LoadedRun,
+    records: list[dict[str, Any]],
+    onehot: np.ndarray,
+    decided: np.ndarray,
+    names: list[str],
+    margin: float = 0.5,
+    method: str = "gradcam",
+    layer: str = "",
+) -> dict[str, dict[str, float]] | None:
+    """Per finding: true positives whose map peak lies in a planted region (phantom only)."""
+    regions = load_regions(run.cfg)
+    if regions is None:
+        return None
+    cam, _ = build_cam(run.model, run.cfg, method, layer)
+    out: dict[str, dict[str, float]] = {}
+    for j, name in enumerate(names):
+        hits = total = 0
+        for i in np.flatnonzero((onehot[:, j] == 1) & (decided[:, j] == 1)):
+            found = regions.get(records[i]["id"], {}).get(name)
+            if not found:
+                continue
+            _, heat, affine = compute_cam(run, cam, records[i]["image"], j)
+            boxes = [world_box_to_voxels(b["bbox_mm"], affine) for b in found]
+            hits += peak_in_boxes(peak_voxel(heat), boxes, margin)
+            total += 1
+        out[name] = {
+            "hits": hits,
+            "true_positives": total,
+            "rate": hits / total if total else np.nan,
+        }
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    from src.evaluate import USER_ERRORS, evaluation_inputs
+
+    ap = argparse.ArgumentParser(prog="python -m src.reporting.explain", description=__doc__)
+    ap.add_argument("--run", required=True, help="run folder, e.g. outputs/ct-20261121-101500")
+    ap.add_argument("--n", type=int, default=4, help="cases per finding and outcome (TP/FP/FN)")
+    ap.add_argument("--split", default="test", choices=["train", "val", "test"])
+    ap.add_argument("--checkpoint", default="best", help="best, last, final or a path")
+    ap.add_argument("--localisation", action="store_true", help="phantom: peak-in-region rate")
+    args = ap.parse_args(argv)
+    try:
+        run, records, probs, onehot, decided, names = evaluation_inputs(
+            args.run, args.split, args.checkpoint
+        )
+        out = Path(args.run) / f"gradcam-{args.split}"
+        paths, method = draw_gallery(run, records, probs, onehot, decided, names, out, args.n)
+        print(method)
+        for path in paths:
+            print(path)
+        if args.localisation:
+            print_localisation(localisation(run, records, onehot, decided, names))
+    except USER_ERRORS as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def print_localisation(result: dict[str, dict[str, float]] | None) -> None:
+    if result is None:
+        print("no regions.json beside the labels CSV: localisation needs the phantom")
+        return
+    hits = sum(r["hits"] for r in result.values())
+    total = sum(r["true_positives"] for r in result.values())
+    for name, r in result.items():
+        print(f"{name:32s} {r['hits']:>4}/{r['true_positives']:<4} {r['rate']:.2f}")
+    print(f"{'all findings':32s} {hits:>4}/{total:<4} {hits / max(total, 1):.2f}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,156 @@
+"""Class activation maps for the registered models, and where the phantom planted its findings.
+
+CNNs (ResNet, DenseNet, EfficientNet, 2D and 3D) use MONAI's ``GradCAM`` / ``GradCAMpp`` on
+their last convolutional stage. The ViT has no feature map, so it gets Grad-CAM on the tokens
+entering its last transformer block: each patch token's activations weighted by the mean gradient,
+laid back on the patch grid and upsampled (not attention rollout).
+
+The phantom's ``regions.json`` gives each finding's box in world RAS millimetres; the affine of
+the preprocessed image (orientation, resampling and pad/crop applied) maps it into the voxels
+the model saw, so a map's peak can be checked against it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from monai.transforms import Compose, EnsureTyped
+from monai.visualize import GradCAM, GradCAMpp
+from torch import nn
+
+from src.config import Config
+from src.data.transforms import build_preprocessing
+from src.models import ModelError
+
+# Candidate layers, deepest first: the deepest whose map has MIN_CAM_CELLS cells along every
+# axis is used (a 64x64x48 CT at stride 32 leaves ResNet's layer4 a 2x2x2 grid: no locality).
+CAM_LAYERS = {
+    "resnet3d": ["layer4", "layer3", "layer2"],
+    "resnet2d": ["layer4", "layer3", "layer2"],
+    "densenet3d": ["class_layers.relu", "features.denseblock3", "features.denseblock2"],
+    "densenet2d": ["class_layers.relu", "features.denseblock3", "features.denseblock2"],
+    "efficientnet2d": ["_swish"],
+}
+MIN_CAM_CELLS = 4
+
+
+class ViTTokenGradCAM:
+    """Grad-CAM on the patch tokens entering a ``ViTClassifier``'s last block."""
+
+    def __init__(self, model: nn.Module, image_size: list[int], patch_size: int):
+        self.model = model
+        self.grid = [s // patch_size for s in image_size]
+        self.image_size = list(image_size)
+
+    def __call__(self, x: torch.Tensor, class_idx: int) -> torch.Tensor:
+        store: dict[str, torch.Tensor] = {}
+
+        def keep(_module, _inputs, output):
+            output.retain_grad()
+            store["tokens"] = output
+
+        # the last block's input: after it only the class token reaches the head
+        handle = self.model.vit.blocks[-1].norm1.register_forward_hook(keep)
+        try:
+            self.model.zero_grad(set_to_none=True)
+            self.model(x)[:, class_idx].sum().backward()
+        finally:
+            handle.remove()
+        tokens = store["tokens"]
+        act, grad = tokens[:, 1:].detach(), tokens.grad[:, 1:]  # drop the class token
+        cam = F.relu((act * grad.mean(1, keepdim=True)).sum(-1))
+        cam = cam.reshape(len(x), 1, *self.grid)
+        mode = "trilinear" if len(self.grid) == 3 else "bilinear"
+        return unit_range(F.interpolate(cam, size=self.image_size, mode=mode, align_corners=False))
+
+
+def unit_range(cam: torch.Tensor) -> torch.Tensor:
+    """Each map scaled to [0, 1], highest activation 1. (MONAI's default normaliser maps the
+    maximum to 0, for display; a peak search needs the maximum kept on top.)"""
+    flat = cam.detach().reshape(len(cam), -1)
+    lo, hi = flat.min(1)[0], flat.max(1)[0]
+    shape = (-1,) + (1,) * (cam.dim() - 1)
+    return (cam.detach() - lo.view(shape)) / (hi - lo).clamp_min(1e-8).view(shape)
+
+
+@torch.no_grad()
+def feature_shapes(model: nn.Module, names: list[str], size: list[int]) -> dict[str, tuple]:
+    """Spatial output shape of each named module for one input of ``size``."""
+    modules, shapes, handles = dict(model.named_modules()), {}, []
+    for name in names:
+        hook = (lambda n: lambda _m, _i, out: shapes.__setitem__(n, tuple(out.shape[2:])))(name)
+        handles.append(modules[name].register_forward_hook(hook))
+    try:
+        model(torch.zeros(1, 1, *size, device=next(model.parameters()).device))
+    finally:
+        for h in handles:
+            h.remove()
+    return shapes
+
+
+def cam_layer(model: nn.Module, cfg: Config) -> str:
+    """The deepest candidate layer of ``cfg.model.name`` with a map fine enough to localise."""
+    names = CAM_LAYERS.get(cfg.model.name)
+    if not names:
+        raise ModelError(f"model.name: no Grad-CAM layer known for {cfg.model.name!r}")
+    shapes = feature_shapes(model, names, cfg.data.spatial_size)
+    return next((n for n in names if min(shapes[n]) >= MIN_CAM_CELLS), names[-1])
+
+
+def build_cam(model: nn.Module, cfg: Config, method: str = "gradcam", layer: str = ""):
+    """``(cam, description)``: ``cam(x, class_idx) -> (B, 1, *spatial)`` in [0, 1] for
+    ``cfg.model.name``; ``layer`` names a module instead of the automatic choice (CNNs)."""
+    if cfg.model.name == "vit3d":
+        patch = cfg.model.params.get("patch_size", 16)
+        text = "Grad-CAM on the patch tokens entering the ViT's last block (not attention)"
+        return ViTTokenGradCAM(model, cfg.data.spatial_size, patch), text
+    layer = layer or cam_layer(model, cfg)
+    cls = GradCAMpp if method == "gradcam++" else GradCAM
+    cam = cls(nn_module=model, target_layers=layer, postprocessing=unit_range)
+    text = f"MONAI {'Grad-CAM++' if method == 'gradcam++' else 'Grad-CAM'} on layer `{layer}`"
+    return (lambda x, class_idx: cam(x, class_idx=class_idx)), text
+
+
+def preprocessing_with_affine(cfg: Config) -> Compose:
+    """The run's preprocessing, ending in a MetaTensor that keeps its affine (not cached)."""
+    steps = list(build_preprocessing(cfg).transforms[:-1])
+    return Compose([*steps, EnsureTyped(keys="image", dtype=torch.float32, track_meta=True)])
+
+
+def load_for_cam(path: str, cfg: Config) -> tuple[torch.Tensor, np.ndarray]:
+    """(image (1, *spatial) float32, its voxel-to-world affine) as the model sees it."""
+    out = preprocessing_with_affine(cfg)({"image": path})["image"]
+    return out.as_tensor(), np.asarray(out.affine, dtype=np.float64)
+
+
+def world_box_to_voxels(bbox_mm: list[list[float]], affine: np.ndarray) -> np.ndarray:
+    """A world box [[x0,y0,z0],[x1,y1,z1]] (mm) as a voxel box [lo, hi] (2, 3) in the image."""
+    lo, hi = np.asarray(bbox_mm[0], float), np.asarray(bbox_mm[1], float)
+    corners = np.array(
+        [[(hi if b else lo)[d] for d, b in enumerate(bits)] for bits in np.ndindex(2, 2, 2)]
+    )
+    homog = np.c_[corners, np.ones(len(corners))]
+    vox = (np.linalg.inv(affine) @ homog.T).T[:, :3]
+    return np.stack([vox.min(0), vox.max(0)])
+
+
+def load_regions(cfg: Config) -> dict[str, dict[str, list[dict[str, Any]]]] | None:
+    """The phantom's ``regions.json`` beside the labels CSV, or None for other data."""
+    path = Path(cfg.data.csv).parent / "regions.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def peak_voxel(cam: torch.Tensor | np.ndarray) -> np.ndarray:
+    """Index of the map's maximum, over its spatial axes (channel dropped)."""
+    arr = np.asarray(cam).squeeze()
+    return np.array(np.unravel_index(int(np.argmax(arr)), arr.shape))
+
+
+def peak_in_boxes(peak: np.ndarray, boxes: list[np.ndarray], margin: float = 0.5) -> bool:
+    """Whether ``peak`` lies in any voxel box (voxel centres; ``margin`` voxels of slack)."""
+    return any(bool(np.all(peak >= b[0] - margin) and np.all(peak <= b[1] + margin)) for b in boxes)

@@ -1,0 +1,222 @@
+"""The run report: ``report.html`` (self-contained: images embedded as base64, no external
+links) and ``report.md`` (figures as relative paths) in the run folder; the same figures and
+tables to W&B when a tracker is given.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+import warnings
+from collections import Counter
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from src.config import Config
+
+HEAD_METRICS = (
+    "roc_auc_macro",
+    "f1_macro",
+    "sensitivity_macro",
+    "specificity_macro",
+    "precision_macro",
+    "accuracy",
+)
+CLASS_METRICS = ("auc", "sensitivity", "specificity", "precision", "f1")
+STYLE = (
+    "body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
+    "table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:13px}"
+    "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
+    "th:first-child,td:first-child{text-align:left}img{max-width:100%;margin:.3em 0}"
+    ".fig{display:inline-block;vertical-align:top;margin-right:1em}"
+)
+
+
+def split_statistics(parts: dict[str, list[dict[str, Any]]], cfg: Config) -> list[dict[str, Any]]:
+    """Rows of (split, centre): scans, patients and positives (or count) per class."""
+    names = cfg.class_names
+    rows = []
+    for split, records in parts.items():
+        centres = sorted({r["center"] for r in records})
+        for centre in [*centres, "all"] if len(centres) > 1 else ["all"]:
+            recs = [r for r in records if centre == "all" or r["center"] == centre]
+            if not recs:
+                continue
+            labels = np.stack([r["label"] for r in recs])
+            if cfg.data.task == "multiclass":
+                counts = Counter(int(v) for v in labels.reshape(-1))
+                per_class = [counts.get(k, 0) for k in range(len(names))]
+            else:
+                per_class = labels.reshape(len(recs), -1).sum(0).astype(int).tolist()
+                if cfg.data.task == "binary":
+                    per_class = [len(recs) - per_class[0], per_class[0]]
+            row = {
+                "split": split,
+                "centre": centre or "-",
+                "scans": len(recs),
+                "patients": len({r["patient"] for r in recs}),
+            }
+            rows.append(row | dict(zip(class_columns(cfg), per_class, strict=True)))
+    return rows
+
+
+def class_columns(cfg: Config) -> list[str]:
+    if cfg.data.task == "binary":
+        return ["negative", cfg.class_names[-1]]
+    return list(cfg.class_names)
+
+
+def fmt_ci(m: dict[str, float]) -> str:
+    if math.isnan(m["value"]):
+        return "n/a"
+    if math.isnan(m["lo"]):
+        return f"{m['value']:.3f}"
+    return f"{m['value']:.3f} [{m['lo']:.3f}, {m['hi']:.3f}]"
+
+
+def _tables(ctx: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
+    """(title, header, rows) of every table in the report."""
+    cfg, m, names = ctx["config"], ctx["metrics"], ctx["class_names"]
+    conf = f"{ctx['bootstrap']['confidence']:.0%}"
+    config_rows = [
+        ["task", cfg.data.task],
+        ["model", f"{cfg.model.name} {cfg.model.params}"],
+        ["input", f"{cfg.data.spatial_size} voxels at {cfg.data.spacing or 'native'} mm"],
+        ["intensity window", f"[{cfg.data.intensity_min}, {cfg.data.intensity_max}]"],
+        [
+            "optimiser",
+            f"AdamW lr {cfg.optim.lr} wd {cfg.optim.weight_decay}, {cfg.optim.scheduler}",
+        ],
+        [
+            "training",
+            f"{cfg.train.epochs} epochs max, batch {cfg.train.batch_size}, "
+            f"monitor {cfg.train.monitor}",
+        ],
+        ["checkpoint", f"{Path(ctx['checkpoint']).name} (epoch {ctx['epoch']})"],
+        ["test-time augmentation", "flips" if ctx["tta"] else "none"],
+    ]
+    split_rows = ctx["split_table"]
+    split_header = list(split_rows[0]) if split_rows else []
+    head = [[k, fmt_ci(m[k])] for k in HEAD_METRICS if k in m]
+    per_class = [
+        [
+            n,
+            *(fmt_ci(m[f"{k}/{n}"]) for k in CLASS_METRICS),
+            _threshold_text(ctx["thresholds"], n),
+            f"{ctx['ece'].get(n, float('nan')):.3f}",
+        ]
+        for n in names
+    ]
+    return [
+        ("Configuration", ["setting", "value"], config_rows),
+        (
+            "Data: scans, patients and positives per split and centre",
+            split_header,
+            [[str(r[c]) for c in split_header] for r in split_rows],
+        ),
+        (
+            f"Metrics on the {ctx['split']} split ({ctx['n_scans']} scans, {ctx['n_patients']} "
+            f"patients), {conf} CI",
+            ["metric", f"value [{conf} CI]"],
+            head,
+        ),
+        ("Per class", ["class", *CLASS_METRICS, "threshold (rule)", "ECE"], per_class),
+    ]
+
+
+def _threshold_text(thresholds: dict[str, Any], name: str) -> str:
+    c = (thresholds or {}).get("classes", {}).get(name)
+    return "arg-max" if c is None else f"{c['threshold']:.3f} ({c['rule']})"
+
+
+def _notes(ctx: dict[str, Any]) -> list[str]:
+    b = ctx["bootstrap"]
+    notes = [
+        ctx["threshold_rule"],
+        f"Confidence intervals: percentile bootstrap, {b['replicates']} replicates resampled by "
+        f"{b['resampled_by']} (seed {b['seed']}).",
+    ]
+    if ctx["gallery"]:
+        notes.append(
+            f"Grad-CAM: {ctx['cam_method']}; three orthogonal slices through the map's peak "
+            "for true positives (TP), false positives (FP) and false negatives (FN)."
+        )
+    return notes
+
+
+def write_report(run_dir: Path, ctx: dict[str, Any]) -> Path:
+    """Write ``report.html`` and ``report.md`` into ``run_dir``; returns the HTML path."""
+    run_dir = Path(run_dir)
+    figures = list(ctx["figures"].items()) + [(p.stem, p) for p in ctx["gallery"]]
+    stamp = f"{datetime.now():%Y-%m-%d %H:%M}"
+    title = f"Run report: {ctx['run']}"
+    md = [f"# {title}", "", f"Written {stamp}.", ""]
+    body = [f"<h1>{html.escape(title)}</h1>", f"<p>Written {stamp}.</p>"]
+    for note in _notes(ctx):
+        md.append(f"- {note}")
+        body.append(f"<p>{html.escape(note)}</p>")
+    md.append("")
+    for name, header, rows in _tables(ctx):
+        md += [
+            f"## {name}",
+            "",
+            "| " + " | ".join(header) + " |",
+            "|" + "---|" * len(header),
+            *("| " + " | ".join(r) + " |" for r in rows),
+            "",
+        ]
+        cells = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+        trs = "".join(
+            "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows
+        )
+        body.append(f"<h2>{html.escape(name)}</h2><table><tr>{cells}</tr>{trs}</table>")
+    md += ["## Figures", ""]
+    body.append("<h2>Figures</h2>")
+    for name, path in figures:
+        rel = Path(path).relative_to(run_dir).as_posix()
+        data = base64.b64encode(Path(path).read_bytes()).decode()
+        md += [f"### {name}", "", f"![{name}]({rel})", ""]
+        body.append(
+            f'<div class="fig"><h3>{html.escape(name)}</h3><img alt="{html.escape(name)}" '
+            f'data-figure="{html.escape(rel)}" src="data:image/png;base64,{data}"></div>'
+        )
+    page = (
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>'
+        f"{html.escape(title)}</title><style>{STYLE}</style></head><body>"
+        + "\n".join(body)
+        + "</body></html>\n"
+    )
+    (run_dir / "report.md").write_text("\n".join(md))
+    out = run_dir / "report.html"
+    out.write_text(page)
+    return out
+
+
+def log_to_wandb(tracker, ctx: dict[str, Any], probs: np.ndarray, onehot: np.ndarray) -> None:
+    """ROC curves, the metrics table and every figure to the tracker's W&B run, if any."""
+    if tracker is None or getattr(tracker, "run", None) is None:
+        return
+    try:
+        import wandb
+
+        split, names = ctx["split"], ctx["class_names"]
+        logged: dict[str, Any] = {}
+        for j, name in enumerate(names):
+            if len(np.unique(onehot[:, j])) == 2:
+                p = probs[:, j]
+                logged[f"{split}/roc/{name}"] = wandb.plot.roc_curve(
+                    onehot[:, j].astype(int), np.c_[1 - p, p], labels=["negative", name]
+                )
+        table = wandb.Table(columns=["metric", "value", "lo", "hi"])
+        for key, v in ctx["metrics"].items():
+            table.add_data(key, v["value"], v["lo"], v["hi"])
+        logged[f"{split}/metrics_ci"] = table
+        for title, path in list(ctx["figures"].items()) + [(p.stem, p) for p in ctx["gallery"]]:
+            logged[f"{split}/figures/{title}"] = wandb.Image(str(path))
+        tracker.run.log(logged)
+    except Exception as err:  # tracking is never worth a failed evaluation
+        warnings.warn(f"W&B report logging failed ({err})", RuntimeWarning, stacklevel=2)

@@ -1,0 +1,31 @@
+"""Export to ONNX and TorchScript: outputs match PyTorch; the files carry their metadata."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from src.data.transforms import build_augmentation, build_preprocessing, preprocessing_settings
+from src.inference.export import exported_logits, main, read_metadata
+from src.inference.runtime import load_run, run_splits
+
+
+def test_export_both_formats_match_pytorch_on_a_real_scan(tiny_run, tmp_path, capsys):
+    out = tmp_path / "export"
+    assert main(["--run", str(tiny_run), "--format", "both", "--out", str(out)]) == 0
+    assert "max |logit - PyTorch|" in capsys.readouterr().out
+    run = load_run(tiny_run)
+    records = run_splits(run.cfg, tiny_run)["test"][:2]
+    pre = build_preprocessing(run.cfg)
+    cast = build_augmentation(run.cfg, train=False)
+    x = torch.stack([cast(pre({"image": r["image"]}))["image"] for r in records])
+    with torch.no_grad():
+        ref = run.model(x).numpy()
+    for path in (out / "model.onnx", out / "model.torchscript.pt"):
+        np.testing.assert_allclose(exported_logits(path, x), ref, atol=1e-4, rtol=0)
+        meta = read_metadata(path)
+        assert meta["class_names"] == run.cfg.class_names
+        assert meta["preprocessing"] == preprocessing_settings(run.cfg)
+        assert meta["activation"] == "sigmoid"
+        assert set(meta["thresholds"]) == set(run.cfg.class_names)
+        assert "val split" in meta["threshold_rule"]
