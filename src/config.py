@@ -43,11 +43,12 @@ class AugmentConfig:
     intensity_shift: float = 0.05
     intensity_scale: float = 0.1
     noise_std: float = 0.0
+    contrast_gamma: float = 0.0  # gamma drawn from [1 - g, 1 + g]; 0 = off
 
 
 @dataclass
 class PhantomConfig:
-    kind: Literal["none", "ct"] = "none"
+    kind: Literal["none", "ct", "xray"] = "none"
     n_patients: int = 300
     seed: int = 0
 
@@ -69,10 +70,13 @@ class DataConfig:
     test_image_root: str = ""
     spacing: list[float] = field(default_factory=list)
     spatial_size: list[int] = field(default_factory=lambda: [64, 64, 48])
-    resize_mode: Literal["pad_crop", "resize"] = "pad_crop"
+    resize_mode: Literal["pad_crop", "resize", "fit"] = "pad_crop"
     orientation: str = "RAS"
     intensity_min: float = -1000.0
     intensity_max: float = 400.0
+    # window: intensity_min..max -> [0, 1]; bit_depth: stored range (8-16 bit) -> [0, 1];
+    # percentile: the image's 0.5..99.5 percentiles -> [0, 1]
+    intensity_mode: Literal["window", "bit_depth", "percentile"] = "window"
     cache: Literal["none", "disk", "ram", "disk+ram"] = "disk+ram"
     cache_dir: str = "outputs/cache"
     cache_dtype: Literal["float32", "float16"] = "float32"
@@ -120,6 +124,7 @@ class TrainConfig:
     patience: int = 10
     min_delta: float = 0.0
     eval_test: bool = True
+    watch_classes: list[str] = field(default_factory=list)
     sync_batchnorm: bool = False  # under torchrun on GPUs: BatchNorm statistics over all ranks
 
 
@@ -299,6 +304,11 @@ def _check(cfg: Config) -> None:
         f"needs {len(d.spatial_size)} values to match data.spatial_size, or [] for none",
     )
     need(all(s > 0 for s in d.spacing), "data.spacing", "spacings must be positive (mm)")
+    need(
+        not d.spacing or len(d.spatial_size) == 3,
+        "data.spacing",
+        "2D images (PNG/JPEG carry no spacing) are not resampled: set data.spacing: []",
+    )
     need(d.intensity_max > d.intensity_min, "data.intensity_max", "must exceed intensity_min")
     need(
         not d.ram_cache_shard or "ram" in d.cache,
@@ -327,6 +337,13 @@ def _check(cfg: Config) -> None:
         all(0 <= ax < len(d.spatial_size) for ax in a.flip_axes),
         "data.augment.flip_axes",
         f"axes must be in [0, {len(d.spatial_size)})",
+    )
+    need(a.contrast_gamma >= 0 and a.contrast_gamma < 1, "data.augment.contrast_gamma", "in [0, 1)")
+    unknown = [c for c in t.watch_classes if c not in cfg.class_names]
+    need(
+        not unknown,
+        "train.watch_classes",
+        f"{unknown[0] if unknown else ''!r} is not a class; classes: {', '.join(cfg.class_names)}",
     )
     need(
         d.phantom.kind == "none" or not d.medmnist_npz,

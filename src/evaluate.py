@@ -45,6 +45,7 @@ from src.reporting.thresholds import (
     task_class_names,
     threshold_vector,
 )
+from src.training.run_names import find_checkpoint
 from src.training.tracking import Tracker
 from src.training.utils import load_checkpoint
 
@@ -228,7 +229,7 @@ def report_after_training(cfg: Config, run_dir: Path, tracker=None) -> Path | No
     try:
         splits = json.loads((run_dir / "splits.json").read_text())
         split = "test" if splits.get("test") else "val"
-        which = "best" if (run_dir / "checkpoints" / "best.pt").is_file() else "final"
+        which = "best" if find_checkpoint(run_dir, "best") else "final"
         summary = evaluate_run(run_dir, split, which, tracker=tracker)
         print(f"report:       {summary['report']}")
         return Path(summary["report"])

@@ -54,6 +54,10 @@ def ensure_builtin_data(cfg: Config, progress: bool = True) -> None:
         from src.data.phantom import generate_phantom_ct
 
         generate_phantom_ct(root, d.phantom.n_patients, d.phantom.seed, progress=progress)
+    elif d.phantom.kind == "xray":
+        from src.data.phantom_xray import generate_phantom_xray
+
+        generate_phantom_xray(root, d.phantom.n_patients, d.phantom.seed, progress=progress)
     elif d.medmnist_npz:
         if stamp_path.is_file():  # our import of another file: replace it
             shutil.rmtree(root)

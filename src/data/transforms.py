@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
+import warnings
 from typing import Any
 
+import numpy as np
 import torch
 from monai.transforms import (
     CastToTyped,
@@ -21,6 +24,7 @@ from monai.transforms import (
     EnsureTyped,
     LoadImaged,
     Orientationd,
+    RandAdjustContrastd,
     RandAffined,
     RandFlipd,
     RandGaussianNoised,
@@ -29,10 +33,17 @@ from monai.transforms import (
     Resized,
     ResizeWithPadOrCropd,
     ScaleIntensityRanged,
+    ScaleIntensityRangePercentilesd,
     Spacingd,
 )
 
 from src.config import Config
+from src.data.radiograph import GreyChanneld, ScaleBitDepthd
+
+# With pydicom installed, MONAI's default readers include a GPU DICOM decoder that, without
+# nvImageCodec, logs and warns on every LoadImage; the plain pydicom reader is used either way.
+logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)
+warnings.filterwarnings("ignore", message="NvImgCodecPydicomReader: nvImageCodec decoder plugin")
 
 # Bump when the preprocessing code changes in a way the settings below do not capture.
 PREPROCESSING_VERSION = 1
@@ -50,6 +61,7 @@ def preprocessing_settings(cfg: Config) -> dict[str, Any]:
         "resize_mode": d.resize_mode,
         "orientation": d.orientation,
         "intensity": [d.intensity_min, d.intensity_max],
+        "intensity_mode": d.intensity_mode,
         "dtype": d.cache_dtype,
     }
 
@@ -61,30 +73,56 @@ def preprocessing_key(cfg: Config) -> str:
 
 
 def build_preprocessing(cfg: Config) -> Compose:
-    """Deterministic: load, channel-first, orient, resample, window and scale, fix the shape."""
+    """Deterministic: load, channel-first, orient, resample, window and scale, fix the shape.
+
+    2D (radiographs: PNG/JPEG through PIL, DICOM through pydicom): no orientation; the stored
+    dtype is kept until the intensity scaling, then one grey channel is made of the file's
+    channels, whatever they were.
+    """
     d = cfg.data
-    steps: list = [LoadImaged(keys="image", ensure_channel_first=True, image_only=True)]
-    if cfg.spatial_dims == 3 and d.orientation:
+    two_d = cfg.spatial_dims == 2
+    load = LoadImaged(
+        keys="image",
+        ensure_channel_first=True,
+        image_only=True,
+        dtype=None if two_d else np.float32,
+    )
+    steps: list = [load]
+    if not two_d and d.orientation:
         steps.append(Orientationd(keys="image", axcodes=d.orientation, labels=_RAS_LABELS))
     if d.spacing:
         steps.append(Spacingd(keys="image", pixdim=d.spacing, mode="bilinear"))
-    steps.append(
-        ScaleIntensityRanged(
-            keys="image",
-            a_min=d.intensity_min,
-            a_max=d.intensity_max,
-            b_min=0.0,
-            b_max=1.0,
-            clip=True,
-        )
-    )
+    scale = _intensity_scaling(cfg)
+    if two_d:  # bit-depth scaling needs the stored dtype, the others a float grey channel
+        grey = GreyChanneld(keys="image")
+        steps += [scale, grey] if d.intensity_mode == "bit_depth" else [grey, scale]
+    else:
+        steps.append(scale)
     if d.resize_mode == "resize":
         steps.append(Resized(keys="image", spatial_size=d.spatial_size, mode="area"))
+    elif d.resize_mode == "fit":  # longest side to size, keeping the aspect ratio; then pad
+        longest = max(d.spatial_size)
+        steps.append(Resized(keys="image", spatial_size=longest, size_mode="longest", mode="area"))
+        steps.append(ResizeWithPadOrCropd(keys="image", spatial_size=d.spatial_size))
     else:
         steps.append(ResizeWithPadOrCropd(keys="image", spatial_size=d.spatial_size))
     # Plain tensors (no metadata) keep the caches small; compact dtype on request.
     steps.append(EnsureTyped(keys="image", dtype=_DTYPES[d.cache_dtype], track_meta=False))
     return Compose(steps)
+
+
+def _intensity_scaling(cfg: Config):
+    """``data.intensity_mode``: a fixed window, the stored bit depth, or per-image percentiles."""
+    d = cfg.data
+    if d.intensity_mode == "bit_depth":
+        return ScaleBitDepthd(keys="image")
+    if d.intensity_mode == "percentile":
+        return ScaleIntensityRangePercentilesd(
+            keys="image", lower=0.5, upper=99.5, b_min=0.0, b_max=1.0, clip=True, dtype=np.float32
+        )
+    return ScaleIntensityRanged(
+        keys="image", a_min=d.intensity_min, a_max=d.intensity_max, b_min=0.0, b_max=1.0, clip=True
+    )
 
 
 def build_augmentation(cfg: Config, train: bool = True) -> Compose:
@@ -116,6 +154,9 @@ def build_augmentation(cfg: Config, train: bool = True) -> Compose:
             steps.append(
                 RandShiftIntensityd(keys="image", offsets=a.intensity_shift, prob=a.intensity_prob)
             )
+    if a.contrast_gamma > 0:  # exposure/contrast differences between centres
+        gamma = (1 - a.contrast_gamma, 1 + a.contrast_gamma)
+        steps.append(RandAdjustContrastd(keys="image", prob=a.intensity_prob, gamma=gamma))
     if a.noise_std > 0:
         steps.append(RandGaussianNoised(keys="image", prob=0.5, std=a.noise_std))
     return Compose(steps)

@@ -20,6 +20,7 @@ from src.data.loaders import build_dataset, build_loader
 from src.data.records import DataError, read_records
 from src.data.splits import load_splits, split_records
 from src.models import ModelError, create_model
+from src.training.run_names import find_checkpoint
 from src.training.utils import (
     CHECKPOINT_NAMES,
     CheckpointError,
@@ -44,7 +45,8 @@ class LoadedRun:
 def resolve_checkpoint(run_dir: Path, which: str = "best") -> Path:
     """``best``/``last``/``final`` inside ``run_dir/checkpoints``, or a checkpoint path."""
     if which.removesuffix(".pt") + ".pt" in CHECKPOINT_NAMES:
-        path = Path(run_dir) / "checkpoints" / (which.removesuffix(".pt") + ".pt")
+        kind = which.removesuffix(".pt")  # best.pt, or best_<strategy>.pt in a tagged run
+        path = find_checkpoint(run_dir, kind) or Path(run_dir) / "checkpoints" / f"{kind}.pt"
     else:
         path = Path(which)
     if not path.is_file():

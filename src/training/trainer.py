@@ -31,7 +31,9 @@ from src.data.splits import describe_splits
 from src.data.tuning import resolve_loader_settings
 from src.evaluate import report_after_training
 from src.models import ModelError, create_model
+from src.reporting.curves import write_curves
 from src.training import distributed as ddp
+from src.training.run_names import checkpoint_paths, run_folder_name, runs_of
 from src.training.tasks import Task, build_task
 from src.training.tracking import Tracker
 from src.training.utils import (
@@ -51,6 +53,7 @@ from src.training.utils import (
     unwrap_model,
     warmup_cosine,
 )
+from src.training.watch import collapsed_classes, recall_text
 
 USER_ERRORS = (ConfigError, DataError, ModelError, CheckpointError)
 
@@ -269,7 +272,7 @@ def fit(cfg: Config, run_dir: Path, resume_from: Path | None = None) -> dict[str
             write_metrics_csv(history, run_dir / "metrics.csv")
         print(f"resumed from {resume_from} at epoch {start_epoch}")
     tracker = Tracker(cfg, run_dir, run_id, enabled=ddp.is_main())
-    ckpt_dir = run_dir / "checkpoints"
+    paths = checkpoint_paths(run_dir, cfg)  # last/best/final, named by the split strategy
     stopped = ckpt is not None and ckpt["early_stopped"]  # --set train.epochs=N extends a run
     ran_epochs = 0
 
@@ -314,37 +317,42 @@ def fit(cfg: Config, run_dir: Path, resume_from: Path | None = None) -> dict[str
             state, cfg, model, optimizer=optimizer, scheduler=scheduler, scaler=scaler
         )
         if ddp.is_main():
-            atomic_torch_save(checkpoint, ckpt_dir / "last.pt")
+            atomic_torch_save(checkpoint, paths["last"])
             if improved and cfg.checkpoint.save_best:
-                atomic_torch_save(checkpoint, ckpt_dir / "best.pt")
+                atomic_torch_save(checkpoint, paths["best"])
             write_metrics_csv(history, run_dir / "metrics.csv")
+            write_curves(history, run_dir, cfg.class_names)
         tracker.log(row, step=epoch + 1)
         print(epoch_line(row, cfg, improved, time.perf_counter() - t0), flush=True)
+        for name in collapsed_classes(history, cfg.train.watch_classes):
+            warnings.warn(
+                f"epoch {epoch + 1}: val recall of watched class {name!r} has been 0 for 2 "
+                "epochs in a row: the model no longer predicts it",
+                stacklevel=1,
+            )
         if stopper.should_stop:
             print(f"early stop: {cfg.train.monitor} did not improve for {stopper.patience} epochs")
             break
 
     # ---- end ----------------------------------------------------------------------------
-    ddp.barrier()  # rank 0 has written its checkpoints before any rank reads best.pt
-    final = ckpt_dir / "final.pt"
-    if ddp.is_main() and (ran_epochs or not final.is_file()) and (ckpt_dir / "last.pt").is_file():
-        atomic_torch_save(load_checkpoint(ckpt_dir / "last.pt"), final)
+    ddp.barrier()  # rank 0 has written its checkpoints before any rank reads the best one
+    final, last = paths["final"], paths["last"]
+    if ddp.is_main() and (ran_epochs or not final.is_file()) and last.is_file():
+        atomic_torch_save(load_checkpoint(last), final)
     summary = {
         "run_dir": str(run_dir),
         "best_epoch": stopper.best_epoch,
         f"best_{cfg.train.monitor}": stopper.best,
     }
-    if cfg.train.eval_test and parts["test"] and (ckpt_dir / "best.pt").is_file():
-        summary |= evaluate_best(
-            cfg, model, ckpt_dir / "best.pt", parts["test"], device, amp_dtype, task
-        )
+    if cfg.train.eval_test and parts["test"] and paths["best"].is_file():
+        summary |= evaluate_best(cfg, model, paths["best"], parts["test"], device, amp_dtype, task)
         if ddp.is_main():
             (run_dir / "test_metrics.json").write_text(json.dumps(summary, indent=1))
     if ddp.is_main():  # report.html / .md (single process, fresh model); a failure only warns
         report_after_training(cfg, run_dir, tracker)
     tracker.summary(summary)
     tracker.finish()
-    print_summary(summary, cfg, run_dir, tracker)
+    print_summary(summary, cfg, paths, tracker)
     return summary
 
 
@@ -367,16 +375,21 @@ def epoch_line(row: dict[str, Any], cfg: Config, improved: bool, seconds: float)
         f"epoch {row['epoch']:>3}/{cfg.train.epochs}  "
         + "  ".join(parts)
         + f"  lr {row['lr']:.2e}  {seconds:.1f}s{mark}"
+        + recall_text(row, cfg.class_names)
     )
 
 
-def print_summary(summary: dict[str, Any], cfg: Config, run_dir: Path, tracker: Tracker) -> None:
+def print_summary(
+    summary: dict[str, Any], cfg: Config, paths: dict[str, Path], tracker: Tracker
+) -> None:
     best = summary[f"best_{cfg.train.monitor}"]
+    run_dir = paths["last"].parent.parent
+    names = ", ".join(p.name for p in paths.values())
     lines = [
         "",
         f"run folder:   {run_dir}",
         f"best {cfg.train.monitor} = {best:.4f} at epoch {summary['best_epoch']}",
-        f"checkpoints:  {run_dir / 'checkpoints'} (best.pt, last.pt, final.pt)",
+        f"checkpoints:  {run_dir / 'checkpoints'} ({names})",
         f"metrics:      {run_dir / 'metrics.csv'}",
     ]
     if "test/roc_auc_macro" in summary:
@@ -411,8 +424,7 @@ def resolve_run(args: argparse.Namespace, cfg: Config) -> tuple[Path, Path | Non
     out = Path(cfg.logging.output_dir)
     stem = Path(args.config).stem
     if not args.resume:
-        name = cfg.logging.run_name or f"{stem}-{datetime.now():%Y%m%d-%H%M%S}"
-        run_dir = out / name
+        run_dir = out / run_folder_name(cfg, stem, datetime.now())
         if find_latest_checkpoint(run_dir) is not None:
             raise ConfigError(
                 f"logging.run_name: {run_dir} already holds checkpoints; add --resume to "
@@ -425,9 +437,9 @@ def resolve_run(args: argparse.Namespace, cfg: Config) -> tuple[Path, Path | Non
             return target.parent.parent, target
         run_dir = target
     elif cfg.logging.run_name:
-        run_dir = out / cfg.logging.run_name
+        run_dir = out / run_folder_name(cfg, stem)
     else:
-        runs = sorted(p for p in out.glob(f"{stem}-*") if find_latest_checkpoint(p))
+        runs = [p for p in runs_of(out, cfg, stem) if find_latest_checkpoint(p)]
         if not runs:
             raise CheckpointError(
                 f"--resume: no run of {args.config} with a checkpoint under {out}/; "

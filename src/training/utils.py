@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 CHECKPOINT_FORMAT = 1
-CHECKPOINT_NAMES = ("last.pt", "best.pt", "final.pt")
+CHECKPOINT_NAMES = ("last.pt", "best.pt", "final.pt")  # plus last_<strategy>.pt etc.
 
 
 class CheckpointError(RuntimeError):
@@ -97,14 +97,16 @@ def load_model_state(model: nn.Module, state: dict[str, torch.Tensor], source: s
 
 
 def find_latest_checkpoint(run_dir: str | Path) -> Path | None:
-    """The checkpoint to resume from: ``checkpoints/last.pt`` (written every epoch), else the
-    newest ``*.pt`` in ``checkpoints/``; None when the run has none."""
+    """The checkpoint to resume from: ``checkpoints/last.pt`` or ``last_<strategy>.pt``
+    (written every epoch), else the newest ``*.pt`` in ``checkpoints/``; None when none."""
     folder = Path(run_dir) / "checkpoints"
-    last = folder / "last.pt"
-    if last.is_file():
-        return last
-    found = sorted(folder.glob("*.pt"), key=lambda p: p.stat().st_mtime) if folder.is_dir() else []
-    return found[-1] if found else None
+    if not folder.is_dir():
+        return None
+    for pattern in ("last*.pt", "*.pt"):
+        found = sorted(folder.glob(pattern), key=lambda p: p.stat().st_mtime)
+        if found:
+            return found[-1]
+    return None
 
 
 def seed_everything(seed: int) -> None:

@@ -86,3 +86,42 @@ def test_split_column_is_used_and_checked():
     recs[0]["split"] = "holdout"
     with pytest.raises(DataError, match="unknown value 'holdout' in split column"):
         make_splits(recs, cfg())
+
+
+@pytest.mark.parametrize("held", [["c0"], ["c0", "c2"]])
+@pytest.mark.parametrize("strategy", ["stratified", "kfold", "center_holdout"])
+def test_multiclass_splits_keep_patients_and_hold_out_exactly_the_named_centres(strategy, held):
+    rng = np.random.default_rng(1)
+    recs = [
+        {
+            "id": f"p{p}_v{v}",
+            "patient": f"p{p}",
+            "label": np.float32(k),
+            "center": f"c{p % 3}",
+            "split": "",
+        }
+        for p, k in enumerate(rng.choice(3, size=90, p=[0.5, 0.4, 0.1]))
+        for v in range(1 + p % 3)
+    ]
+    c = config_from_dict(
+        {
+            "data": {
+                "csv": "x",
+                "image_root": ".",
+                "task": "multiclass",
+                "label_columns": ["label"],
+                "class_names": ["normal", "benign", "malignant"],
+                "split": {"strategy": strategy, "holdout_centers": held, "fold": 1},
+            }
+        }
+    )
+    splits = make_splits(recs, c)
+    where = {}
+    for name, ids in splits.items():
+        for i in ids:
+            assert where.setdefault(i.split("_")[0], name) == name  # a patient stays in one split
+    assert sorted(i for ids in splits.values() for i in ids) == sorted(r["id"] for r in recs)
+    if strategy == "center_holdout":
+        center = {r["id"]: r["center"] for r in recs}
+        assert {center[i] for i in splits["test"]} == set(held)
+        assert not set(held) & {center[i] for i in splits["train"] + splits["val"]}
