@@ -32,7 +32,7 @@ from torch import nn
 
 from src.config import Config, load_config
 from src.data.loaders import build_dataset, build_loader
-from src.data.pipeline import prepare_splits
+from src.data.pipeline import ensure_builtin_data, prepare_splits
 from src.data.records import label_matrix
 from src.models import create_model
 from src.training.tasks import build_task
@@ -137,7 +137,9 @@ def summarise(cfg: Config, results: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def markdown(cfg: Config, name: str, res: dict[str, Any], runs: list[dict], published) -> str:
+def markdown(
+    cfg: Config, name: str, res: dict[str, Any], runs: list[dict], published, jobs: int
+) -> str:
     n = len(runs)
     t = np.array([r["train_s"] for r in runs]) / 60
     mem = max(r["peak_rss_mb"] for r in runs)
@@ -146,7 +148,8 @@ def markdown(cfg: Config, name: str, res: dict[str, Any], runs: list[dict], publ
         f"## {name} {'x'.join(map(str, cfg.data.spatial_size))}: test split",
         "",
         f"This pipeline: `{model}`, {cfg.train.epochs} epochs, best checkpoint on val "
-        f"(`{cfg.train.monitor}`); {n} seeds; {os.cpu_count()} CPU cores, "
+        f"(`{cfg.train.monitor}`); {n} seeds, {jobs} at a time, {cfg.train.threads or 'all'} "
+        f"torch thread(s) each; {os.cpu_count()} CPU cores, "
         f"training {t.mean():.1f} ± {t.std():.1f} min per seed (max {t.max():.1f}), "
         f"peak memory {mem:.0f} MB per seed process.",
         "",
@@ -179,6 +182,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     ap.add_argument("--config", required=True)
     ap.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1")
+    ap.add_argument("--jobs", type=int, default=1, help="seeds trained at the same time")
     ap.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE")
     ap.add_argument(
         "--out", default="outputs/benchmarks/medmnist", help="writes OUT.md and OUT.json"
@@ -192,20 +196,25 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(args.config, args.set)
         name = Path(cfg.data.medmnist_npz or cfg.data.image_root).stem
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        runs = []
-        for seed in range(args.seeds):
-            run_dir = str(Path(cfg.logging.output_dir) / f"bench-{name}-{stamp}-seed{seed}")
-            # a fresh process per seed: its peak memory is its own, nothing leaks between seeds
-            with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
-                runs.append(pool.submit(run_seed, args.config, args.set, seed, run_dir).result())
-            print(f"seed {seed}: trained in {runs[-1]['train_s'] / 60:.1f} min", flush=True)
+        run_root = Path(cfg.logging.output_dir) / f"bench-{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        ensure_builtin_data(cfg)  # import once, before seeds run side by side
+        # A fresh process per seed: its peak memory is its own and nothing leaks between seeds.
+        # --jobs > 1 trains seeds side by side (each with train.threads torch threads).
+        pool = ProcessPoolExecutor(args.jobs, get_context("spawn"), max_tasks_per_child=1)
+        with pool:
+            futures = [
+                pool.submit(run_seed, args.config, args.set, seed, str(run_root / f"seed{seed}"))
+                for seed in range(args.seeds)
+            ]
+            runs = [f.result() for f in futures]
+        for r in runs:
+            print(f"seed {r['seed']}: trained in {r['train_s'] / 60:.1f} min", flush=True)
     except USER_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     res = summarise(cfg, runs)
     published = published_rows(Path(args.reference), name.split("_")[0].lower())
-    text = markdown(cfg, name, res, runs, published)
+    text = markdown(cfg, name, res, runs, published, args.jobs)
     print(text)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -215,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         "overrides": args.set,
         "dataset": name,
         "cpu_count": os.cpu_count(),
+        "jobs": args.jobs,
         "load_average_end": os.getloadavg(),
         "results": res,
         "runs": [{k: v for k, v in r.items() if "logits" not in k and k != "labels"} for r in runs],

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from src.config import config_from_dict
+from src.config import ConfigError, config_from_dict
 from src.data.medmnist import import_medmnist, main
 from src.data.pipeline import ensure_builtin_data, prepare_splits
 from src.data.records import DataError
@@ -136,3 +136,17 @@ def test_config_never_overwrites_a_users_folder(tmp_path):
     (root / "labels.csv").write_text("image,label,split\n")
     ensure_builtin_data(medmnist_config(tmp_path / "a.npz", root), progress=False)
     assert (root / "labels.csv").read_text() == "image,label,split\n"
+
+
+def test_config_refuses_a_phantom_and_a_medmnist_file_at_once(tmp_path):
+    raw = {
+        "data": {
+            "medmnist_npz": "x.npz",
+            "phantom": {"kind": "ct"},
+            "csv": "d/labels.csv",
+            "image_root": "d",
+            "label_columns": ["label"],
+        }
+    }
+    with pytest.raises(ConfigError, match=r"data\.medmnist_npz: set either"):
+        config_from_dict(raw)
