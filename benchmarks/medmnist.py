@@ -33,11 +33,9 @@ from torch import nn
 from src.config import Config, load_config
 from src.data.loaders import build_dataset, build_loader
 from src.data.pipeline import ensure_builtin_data, prepare_splits
-from src.data.records import label_matrix
-from src.models import create_model
+from src.inference.runtime import load_run
 from src.training.tasks import build_task
 from src.training.trainer import USER_ERRORS, fit, predict
-from src.training.utils import load_checkpoint, load_model_state, resolve_device
 
 REFERENCE = Path("../shared/reference/medmnist_v2_benchmarks.md")
 
@@ -76,23 +74,14 @@ def run_seed(config: str, overrides: list[str], seed: int, run_dir: str) -> dict
 
 
 def predict_test(cfg: Config, run_dir: Path) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Test logits of ``best.pt`` (picked on val), without and with flip TTA, and the labels."""
+    """Test logits of the best checkpoint (picked on val), without and with flip TTA, and the
+    labels."""
     parts = prepare_splits(cfg, run_dir, reuse=True, progress=False)
     loader = build_loader(
         build_dataset(parts["test"], cfg, train=False, progress=False), cfg, False
     )
-    task = build_task(cfg, label_matrix(parts["train"]))
-    device = resolve_device(cfg.train.device)
-    model = create_model(
-        cfg.model.name,
-        cfg.spatial_dims,
-        1,
-        task.num_outputs,
-        cfg.data.spatial_size,
-        **cfg.model.params,
-    ).to(device)
-    best = run_dir / "checkpoints" / "best.pt"
-    load_model_state(model, load_checkpoint(best)["model"], str(best))
+    run = load_run(run_dir, "best")  # the run's best checkpoint, strategy-named or not
+    model, device = run.model, run.device
     logits, labels = predict(model, loader, device)
     tta, _ = predict(FlipAverage(model, cfg.data.augment.flip_axes), loader, device)
     return logits, tta, labels
