@@ -93,13 +93,16 @@ def _densenet_family(name: str, dims: int) -> None:
         init_features: int = 64,
         growth_rate: int = 32,
         dropout: float = 0.0,
+        conv1_kernel: int = 7,
+        conv1_stride: int = 2,
+        no_max_pool: bool = False,
     ) -> nn.Module:
         _need_dims(name, spatial_dims, dims)
         if depth not in _DENSENET_BLOCKS:
             raise ModelError(
                 f"model.params.depth: densenet depth must be one of {list(_DENSENET_BLOCKS)}"
             )
-        return DenseNet(
+        net = DenseNet(
             spatial_dims=dims,
             in_channels=in_channels,
             out_channels=num_classes,
@@ -108,8 +111,21 @@ def _densenet_family(name: str, dims: int) -> None:
             block_config=_DENSENET_BLOCKS[depth],
             dropout_prob=dropout,
         )
+        # Small inputs (MedMNIST's 28^3) vanish under the 7/2 stem and max-pool: three
+        # transitions halve them again, so the stem is configurable as ResNet's is.
+        if (conv1_kernel, conv1_stride) != (7, 2):
+            conv = nn.Conv3d if dims == 3 else nn.Conv2d
+            net.features.conv0 = conv(
+                in_channels, init_features, conv1_kernel, conv1_stride, conv1_kernel // 2,
+                bias=False,
+            )  # fmt: skip
+        if no_max_pool:
+            net.features.pool0 = nn.Identity()
+        return net
 
-    build.__doc__ = f"MONAI DenseNet-121/169 in {dims}D."
+    build.__doc__ = (
+        f"MONAI DenseNet-121/169 in {dims}D; ``conv1_*`` and ``no_max_pool`` set the stem."
+    )
     register_model(name)(build)
 
 

@@ -48,3 +48,17 @@ def test_unknown_param_names_the_key():
 def test_wrong_dimensionality_is_explained():
     with pytest.raises(ModelError, match="3D model"):
         create_model("resnet3d", 2, 1, 2)
+
+
+def test_densenet_stem_fits_medmnist_size():
+    """The 7/2 stem and max-pool leave nothing of 28^3 for the third transition; a 3/2 stem
+    without the pool does, and keeps the stride-2 first map (14^3)."""
+    kw = {"spatial_dims": 3, "in_channels": 1, "num_classes": 1, "depth": 121}
+    x = torch.zeros(2, 1, 28, 28, 28)
+    with pytest.raises(RuntimeError):
+        create_model("densenet3d", init_features=8, growth_rate=4, **kw)(x)
+    net = create_model(
+        "densenet3d", init_features=8, growth_rate=4, conv1_kernel=3, no_max_pool=True, **kw
+    )
+    assert net(x).shape == (2, 1)
+    assert net.features.conv0(x).shape[2:] == (14, 14, 14)
