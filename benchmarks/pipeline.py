@@ -53,9 +53,10 @@ from monai.transforms import (
 )
 
 from src.config import config_from_dict
-from src.data.loaders import build_dataset, build_loader, cache_folder
+from src.data.loaders import build_dataset, cache_folder
 from src.data.phantom import FINDINGS, generate_phantom_ct
 from src.data.records import label_matrix, read_records
+from src.data.stream import EpochStream
 from src.data.tuning import available_cores, resolve_loader_settings
 from src.models import create_model
 from src.training.tasks import build_task
@@ -196,22 +197,20 @@ def run_setting(name: str, spec: dict[str, Any]) -> dict[str, Any]:
     scaler = torch.amp.GradScaler(device.type, enabled=False)
     if name == "C-cold":
         shutil.rmtree(cache_folder(cfg), ignore_errors=True)
+    n_epochs = spec["epochs"] if n_epochs == "n" else 1
     t0 = time.perf_counter()
-    dataset, generator = None, torch.Generator()
+    dataset, stream, loader = None, None, None
     if kind == "tutorial":
         dataset, loader = tutorial_loader(records, cfg, loading.num_workers)
     elif kind == "model":
         loader = memory_batches(records, cfg)
-    else:
+    else:  # the trainer's path: one loader stream over all epochs (src.data.stream)
         dataset = build_dataset(records, cfg, train=True, progress=False)
-        loader = build_loader(dataset, cfg, train=True, generator=generator)
+        stream = EpochStream(dataset, cfg, lambda epoch: epoch, 0, n_epochs)
     fill_s = time.perf_counter() - t0
     epochs = []
-    for epoch in range(spec["epochs"] if n_epochs == "n" else 1):
-        generator.manual_seed(epoch)
-        if dataset is not None and hasattr(dataset, "set_epoch_seed"):
-            dataset.set_epoch_seed(epoch)
-        timed = TimedLoader(loader)
+    for epoch in range(n_epochs):
+        timed = TimedLoader(stream.epoch(epoch) if stream else loader)
         t0 = time.perf_counter()
         train_epoch(model, timed, task, optimizer, None, scaler, device)
         seconds = time.perf_counter() - t0
@@ -224,7 +223,9 @@ def run_setting(name: str, spec: dict[str, Any]) -> dict[str, Any]:
             }
         )
     ram_tensors = cached_tensor_bytes(dataset)
-    del loader, timed
+    if stream:
+        stream.close()
+    del loader, timed, stream
     gc.collect()  # shuts persistent workers down, so their peak RSS is counted below
     held = current_rss()
     del dataset  # what RSS gives back when the cache goes: the RAM the cache held

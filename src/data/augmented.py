@@ -11,11 +11,20 @@ epoch's iterator is created.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from monai.data import Dataset
 from monai.transforms import Randomizable, apply_transform
+
+
+class SeededIndex(NamedTuple):
+    """An item index that carries its epoch seed (``src.data.stream``: one loader iterator
+    over several epochs, so the shared epoch seed cannot be used)."""
+
+    epoch_seed: int
+    index: int
 
 
 class AugmentedDataset(Dataset):
@@ -29,15 +38,22 @@ class AugmentedDataset(Dataset):
         """Seed of the coming epoch; call before the epoch's DataLoader iterator is created."""
         self._epoch_seed[0] = int(seed)
 
-    def item_seed(self, index: int) -> int:
-        """The seed of item ``index`` in the current epoch (well mixed, < 2**32)."""
-        seq = np.random.SeedSequence([int(self._epoch_seed[0]) % 2**63, int(index)])
+    def item_seed(self, index: int, epoch_seed: int | None = None) -> int:
+        """The seed of item ``index`` in the epoch of ``epoch_seed`` (default: the current
+        epoch's), well mixed, < 2**32."""
+        epoch_seed = int(self._epoch_seed[0]) if epoch_seed is None else epoch_seed
+        seq = np.random.SeedSequence([epoch_seed % 2**63, int(index)])
         return int(seq.generate_state(1)[0])
 
-    def _transform(self, index: int):
+    def __getitem__(self, index):
+        if isinstance(index, SeededIndex):
+            return self._transform(index.index, index.epoch_seed)
+        return super().__getitem__(index)
+
+    def _transform(self, index: int, epoch_seed: int | None = None):
         item = self.data[index]
         if self.transform is None:
             return item
         if isinstance(self.transform, Randomizable):
-            self.transform.set_random_state(seed=self.item_seed(index))
+            self.transform.set_random_state(seed=self.item_seed(index, epoch_seed))
         return apply_transform(self.transform, item)

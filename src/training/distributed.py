@@ -223,12 +223,6 @@ def shard_sampler(dataset, cfg: Config, train: bool) -> Sampler | None:
     return EvalShardSampler(dataset, even_divisible=False, shuffle=False)
 
 
-def set_sampler_epoch(loader, epoch: int) -> None:
-    """``DistributedSampler.set_epoch``: a new shuffle of the training split every epoch."""
-    if isinstance(loader.sampler, DistributedSampler):
-        loader.sampler.set_epoch(epoch)
-
-
 def interleave_shards(chunks: list[torch.Tensor]) -> torch.Tensor:
     """Undo the round-robin sharding: ``chunks[r]`` holds samples r, r+W, r+2W, ... of a split."""
     world = len(chunks)

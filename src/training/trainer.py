@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import io
 import json
 import math
@@ -28,6 +29,7 @@ from src.data.loaders import build_dataset, build_loader
 from src.data.pipeline import prepare_splits
 from src.data.records import DataError, label_matrix
 from src.data.splits import describe_splits
+from src.data.stream import EpochStream
 from src.data.tuning import resolve_loader_settings
 from src.data.validate import check_training_split
 from src.evaluate import report_after_training
@@ -172,16 +174,10 @@ def validate_epoch(
     return {f"{prefix}/{k}": v for k, v in metrics.items()}
 
 
-def seed_epoch(
-    seed: int, epoch: int, datasets: list, generator: torch.Generator, rank: int = 0
-) -> None:
-    """Reseed everything random in an epoch from (seed, epoch, rank): a resumed run repeats it,
-    and under torchrun each rank draws its own augmentation."""
-    epoch_seed = seed * 100_003 + epoch + 1_000_003 * rank
-    seed_everything(epoch_seed)
-    generator.manual_seed(epoch_seed)  # shuffling order
-    for ds in datasets:  # augmentation, per item, in the workers or the main process
-        ds.set_epoch_seed(epoch_seed)
+def epoch_seed(seed: int, rank: int, epoch: int) -> int:
+    """The seed of everything random in an epoch: a resumed run repeats it, and under torchrun
+    each rank draws its own augmentation."""
+    return seed * 100_003 + epoch + 1_000_003 * rank
 
 
 def write_metrics_csv(history: list[dict[str, Any]], path: Path) -> None:
@@ -253,9 +249,8 @@ def fit(cfg: Config, run_dir: Path, resume_from: Path | None = None) -> dict[str
     ddp.warm_disk_cache([parts["train"], parts["val"]], cfg, progress)
     train_ds = build_dataset(ddp.shard_records(parts["train"], cfg, True), cfg, True, progress)
     val_ds = build_dataset(ddp.shard_records(parts["val"], cfg, False), cfg, False, progress)
-    generator = torch.Generator()
+    seed_of = functools.partial(epoch_seed, cfg.train.seed, ddp.get_rank())
     train_sampler = ddp.shard_sampler(train_ds, cfg, train=True)
-    train_loader = build_loader(train_ds, cfg, True, generator, train_sampler)
     val_loader = build_loader(val_ds, cfg, False, sampler=ddp.shard_sampler(val_ds, cfg, False))
     task = build_task(cfg, label_matrix(parts["train"]))
     check_monitor(cfg, task)
@@ -272,7 +267,10 @@ def fit(cfg: Config, run_dir: Path, resume_from: Path | None = None) -> dict[str
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=o.lr, weight_decay=o.weight_decay, betas=tuple(o.betas)
     )
-    steps_per_epoch = math.ceil(len(train_loader) / cfg.train.accumulate)
+    # one loader iterator for every epoch this process runs: the workers prefetch across
+    # epoch boundaries and during validation (src.data.stream); started after a resume point
+    stream = EpochStream(train_ds, cfg, seed_of, 0, cfg.train.epochs, train_sampler)
+    steps_per_epoch = math.ceil(stream.batches.batches_per_epoch() / cfg.train.accumulate)
     total_steps = steps_per_epoch * cfg.train.epochs
     warmup = round(o.warmup_epochs * steps_per_epoch) if o.scheduler == "cosine" else 0
     ratio = o.min_lr_ratio if o.scheduler == "cosine" else 1.0
@@ -296,6 +294,7 @@ def fit(cfg: Config, run_dir: Path, resume_from: Path | None = None) -> dict[str
         run_id = ckpt["wandb_run_id"]
         if ddp.is_main():  # drop rows newer than the checkpoint
             write_metrics_csv(history, run_dir / "metrics.csv")
+        stream.start_at(start_epoch)
         print(f"resumed from {resume_from} at epoch {start_epoch}")
     tracker = Tracker(cfg, run_dir, run_id, enabled=ddp.is_main())
     paths = checkpoint_paths(run_dir, cfg)  # last/best/final, named by the split strategy
@@ -308,12 +307,11 @@ def fit(cfg: Config, run_dir: Path, resume_from: Path | None = None) -> dict[str
         if stopped:
             break
         t0 = time.perf_counter()
-        seed_epoch(cfg.train.seed, epoch, [train_ds], generator, ddp.get_rank())
-        ddp.set_sampler_epoch(train_loader, epoch)
+        seed_everything(seed_of(epoch))  # dropout and anything else outside the data
         guard.epoch = epoch + 1
         train_loss = train_epoch(
             model,
-            train_loader,
+            stream.epoch(epoch),
             task,
             optimizer,
             scheduler,
@@ -365,6 +363,7 @@ def fit(cfg: Config, run_dir: Path, resume_from: Path | None = None) -> dict[str
             break
 
     # ---- end ----------------------------------------------------------------------------
+    stream.close()
     ddp.barrier()  # rank 0 has written its checkpoints before any rank reads the best one
     final, last = paths["final"], paths["last"]
     if ddp.is_main() and (ran_epochs or not final.is_file()) and last.is_file():
