@@ -8,13 +8,18 @@ cortex, medullary canal, flared ends) in soft tissue, at a random position, angl
 class      signature
 =========  =====================================================================================
 normal     the bone alone
-benign     a well-defined oval lytic lesion with a sclerotic (bright) rim, inside the bone
-malignant  an ill-defined, mottled lesion that breaks the cortex, with periosteal spikes
-           ("sunburst") and a soft-tissue mass beside the bone
+benign     a well-defined oval lytic lesion inside the bone, its sclerotic (bright) rim absent
+           to strong
+malignant  an ill-defined, mottled lesion that breaks the cortex; half of them also show
+           periosteal spikes ("sunburst") and a soft-tissue mass beside the bone
 =========  =====================================================================================
 
-Three centres differ in exposure, contrast (gamma), noise, blur, matrix size and file format
-(8-bit PNG, 16-bit PNG, JPEG), so holding one out (``center_holdout``) tests generalisation.
+Lesions of both kinds range from faint to obvious (a per-patient conspicuity of 0.3-1), so the
+classes overlap: a faint benign lesion without a rim and a malignant one without a mass differ
+only in margin and texture. Three centres differ in exposure, contrast (gamma), noise, blur,
+matrix size and file format (8-bit PNG, 16-bit PNG, JPEG); centre C is the odd one out (the
+most noise and blur, the lowest resolution, JPEG), so holding it out (``center_holdout``) tests
+generalisation to a site whose images look unlike any seen in training.
 Patients have 1-5 images (views of the same lesion); a patient's images share class and centre.
 ``labels.csv`` has the columns ``image, label, patient_id, center``.
 """
@@ -52,12 +57,12 @@ CENTERS = {
         "size": (160, 128),
         "fmt": "png16",
     },
-    "C": {
-        "exposure": 1.0,
-        "gamma": 1.5,
-        "noise": 0.05,
-        "blur": 0.4,
-        "size": (128, 112),
+    "C": {  # the odd one out: hard, noisy, blurred, low-resolution JPEGs
+        "exposure": 0.95,
+        "gamma": 1.7,
+        "noise": 0.07,
+        "blur": 1.1,
+        "size": (112, 96),
         "fmt": "jpg",
     },
 }
@@ -95,21 +100,24 @@ def _render(label: int, lesion: dict, rng: np.random.Generator, center: dict) ->
         lv = lesion["v"] * radius * 0.3
         size = lesion["size"] * radius
         d = np.sqrt(((u - lu) / (size * 1.4)) ** 2 + ((v - lv) / size) ** 2)
-        if label == 1:  # well-defined lytic lesion, sclerotic rim
-            atten = atten - 0.45 * (d < 1) * inside + 0.35 * ((d >= 1) & (d < 1.25)) * inside
-        else:  # mottled lysis, broken cortex, sunburst spikes, soft-tissue mass
+        c = lesion["conspicuity"]  # faint lesions of both kinds exist
+        if label == 1:  # well-defined lytic lesion, a sclerotic rim of varying strength
+            rim = ((d >= 1) & (d < 1.25)) * inside
+            atten = atten - 0.45 * c * (d < 1) * inside + 0.35 * c * lesion["rim"] * rim
+        else:  # mottled lysis breaking the cortex; sunburst spikes and a mass in some
             mottle = gaussian_filter(rng.random((h, w)).astype(np.float32), 1.2)
             mottle = (mottle - mottle.min()) / (np.ptp(mottle) + 1e-6)
             lytic = (d < 1.3) * (0.25 + 0.5 * mottle)
-            atten = atten - lytic * (inside | (d < 1.0))
-            side = np.sign(lesion["v"]) or 1.0
-            mass = np.clip(
-                1 - np.hypot((u - lu) / (size * 2.2), (v - side * r) / (size * 1.6)), 0, 1
-            )
-            atten = atten + 0.35 * mass
-            theta = np.arctan2(v - side * r, u - lu)
-            spikes = (np.cos(theta * lesion["spikes"]) > 0.6) * (mass > 0.15) * (mass < 0.8)
-            atten = atten + 0.3 * spikes * (np.sign(v - side * r) == side)
+            atten = atten - c * lytic * (inside | (d < 1.0))
+            if lesion["mass"]:
+                side = np.sign(lesion["v"]) or 1.0
+                mass = np.clip(
+                    1 - np.hypot((u - lu) / (size * 2.2), (v - side * r) / (size * 1.6)), 0, 1
+                )
+                atten = atten + 0.35 * c * mass
+                theta = np.arctan2(v - side * r, u - lu)
+                spikes = (np.cos(theta * lesion["spikes"]) > 0.6) * (mass > 0.15) * (mass < 0.8)
+                atten = atten + 0.3 * c * spikes * (np.sign(v - side * r) == side)
     atten = np.clip(atten, 0, None)
     image = center["exposure"] * (1 - np.exp(-1.6 * atten))
     image = np.clip(image, 0, 1) ** center["gamma"]
@@ -157,6 +165,10 @@ def generate_phantom_xray(
                 "v": prng.uniform(-1, 1),
                 "size": prng.uniform(0.5, 0.9),
                 "spikes": int(prng.integers(10, 18)),
+                # drawn after the above, so a patient's lesion keeps its place and size
+                "conspicuity": prng.uniform(0.3, 1.0),
+                "rim": prng.uniform(0.0, 1.0),  # benign: sclerotic rim, absent to strong
+                "mass": bool(prng.random() < 0.5),  # malignant: mass and spikes, or neither
             }
             center = CENTERS[str(centers[p])]
             for s in range(int(n_views[p])):

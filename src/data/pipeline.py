@@ -14,7 +14,8 @@ from src.data.records import DataError, read_records
 from src.data.splits import load_splits, make_splits, save_splits, split_records
 from src.data.validate import check_images
 
-PHANTOM_VERSION = 4
+# bumped when a generator's output changes: the stamped folder is then made again
+PHANTOM_VERSIONS = {"ct": 4, "xray": 5}
 
 
 def ensure_builtin_data(cfg: Config, progress: bool = True) -> None:
@@ -31,7 +32,7 @@ def ensure_builtin_data(cfg: Config, progress: bool = True) -> None:
             "kind": d.phantom.kind,
             "n_patients": d.phantom.n_patients,
             "seed": d.phantom.seed,
-            "version": PHANTOM_VERSION,
+            "version": PHANTOM_VERSIONS[d.phantom.kind],
         }
     elif d.medmnist_npz:
         key, stamp_name = "data.medmnist_npz", "import.json"
