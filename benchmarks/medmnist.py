@@ -53,15 +53,25 @@ class FlipAverage(nn.Module):
         return torch.stack([self.model(x.flip(f) if f else x) for f in self.flips]).mean(0)
 
 
-def run_seed(config: str, overrides: list[str], seed: int, run_dir: str) -> dict[str, Any]:
-    """Train one seed, then predict the test split with its best checkpoint (child process)."""
-    cfg = load_config(config, [*overrides, f"train.seed={seed}", "train.eval_test=false"])
+def member_seed(seed: int, member: int) -> int:
+    """``train.seed`` of member ``member`` of seed ``seed``'s ensemble (member 0: the seed)."""
+    return seed + 1000 * member
+
+
+def run_seed(
+    config: str, overrides: list[str], seed: int, run_dir: str, member: int = 0
+) -> dict[str, Any]:
+    """Train one model, then predict the test split with its best checkpoint (child process)."""
+    train_seed = member_seed(seed, member)
+    cfg = load_config(config, [*overrides, f"train.seed={train_seed}", "train.eval_test=false"])
     t0 = time.perf_counter()
     summary = fit(cfg, Path(run_dir))
     train_s = time.perf_counter() - t0
     logits, tta_logits, labels = predict_test(cfg, Path(run_dir))
     return {
         "seed": seed,
+        "member": member,
+        "train_seed": train_seed,
         "run_dir": run_dir,
         "train_s": train_s,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -106,55 +116,79 @@ def published_rows(reference: Path, dataset: str) -> list[tuple[str, float, floa
 
 
 def summarise(cfg: Config, results: list[dict[str, Any]]) -> dict[str, Any]:
-    """Test metrics: per seed, mean/std of single models, the seed ensemble; plain and TTA."""
+    """Test AUC / ACC, plain and with flip TTA: single models (mean and std over every model),
+    each seed's ensemble of its members (mean and std over seeds; only with members > 1), and
+    the ensemble of every model."""
     task = build_task(cfg, np.zeros((2, 1)))
     labels = torch.tensor(results[0]["labels"])
-    out: dict[str, Any] = {}
-    for kind in ("logits", "tta_logits"):
-        singles = [task.metrics(torch.tensor(r[kind]), labels) for r in results]
-        ensemble = task.metrics(
-            torch.stack([torch.tensor(r[kind]) for r in results]).mean(0), labels
-        )
-        tag = "single" if kind == "logits" else "single_tta"
-        out[tag] = {
-            m: [float(np.mean([s[m] for s in singles])), float(np.std([s[m] for s in singles]))]
-            for m in ("roc_auc_macro", "accuracy")
-        } | {"per_seed": [{m: s[m] for m in ("roc_auc_macro", "accuracy")} for s in singles]}
-        out["ensemble" if kind == "logits" else "ensemble_tta"] = {
-            m: ensemble[m] for m in ("roc_auc_macro", "accuracy")
-        }
+    keys = ("roc_auc_macro", "accuracy")
+
+    def metrics(logit_lists: list) -> dict[str, float]:
+        mean = torch.stack([torch.tensor(x) for x in logit_lists]).mean(0)
+        m = task.metrics(mean, labels)
+        return {k: float(m[k]) for k in keys}
+
+    def spread(values: list[dict[str, float]]) -> dict[str, Any]:
+        return {
+            k: [float(np.mean([v[k] for v in values])), float(np.std([v[k] for v in values]))]
+            for k in keys
+        } | {"each": values}
+
+    seeds = sorted({r["seed"] for r in results})
+    members = max(r["member"] for r in results) + 1
+    out: dict[str, Any] = {"seeds": len(seeds), "members": members}
+    for kind, suffix in (("logits", ""), ("tta_logits", "_tta")):
+        out["single" + suffix] = spread([metrics([r[kind]]) for r in results])
+        if members > 1:
+            out["seed_ensemble" + suffix] = spread(
+                [metrics([r[kind] for r in results if r["seed"] == s]) for s in seeds]
+            )
+        out["ensemble" + suffix] = metrics([r[kind] for r in results])
     return out
 
 
 def markdown(
     cfg: Config, name: str, res: dict[str, Any], runs: list[dict], published, jobs: int
 ) -> str:
-    n = len(runs)
-    t = np.array([r["train_s"] for r in runs]) / 60
+    n, k = res["seeds"], res["members"]
+    per_seed = [sum(r["train_s"] for r in runs if r["seed"] == s) / 60 for s in range(n)]
+    t = np.array(per_seed)
     mem = max(r["peak_rss_mb"] for r in runs)
     model = f"{cfg.model.name} {cfg.model.params}"
+    each = f" ({k} models per seed, trained one after another)" if k > 1 else ""
     lines = [
         f"## {name} {'x'.join(map(str, cfg.data.spatial_size))}: test split",
         "",
         f"This pipeline: `{model}`, {cfg.train.epochs} epochs, best checkpoint on val "
-        f"(`{cfg.train.monitor}`); {n} seeds, {jobs} at a time, {cfg.train.threads or 'all'} "
-        f"torch thread(s) each; {os.cpu_count()} CPU cores, "
+        f"(`{cfg.train.monitor}`); {n} seeds{each}, {jobs} model(s) at a time, "
+        f"{cfg.train.threads or 'all'} torch thread(s) each; {os.cpu_count()} CPU cores, "
         f"training {t.mean():.1f} ± {t.std():.1f} min per seed (max {t.max():.1f}), "
-        f"peak memory {mem:.0f} MB per seed process.",
+        f"peak memory {mem:.0f} MB per model process.",
         "",
         "| method | test AUC | test ACC |",
         "|---|---|---|",
     ]
-    for tag, label in [("single", "single model"), ("single_tta", "single model + flip TTA")]:
-        r = res[tag]
-        auc, acc = r["roc_auc_macro"], r["accuracy"]
+    rows = [
+        ("single", f"single model (mean ± std, {n * k} models)"),
+        ("single_tta", f"single model + flip TTA (mean ± std, {n * k} models)"),
+    ]
+    if k > 1:
+        rows += [
+            ("seed_ensemble", f"{k}-model ensemble per seed (mean ± std, {n} seeds)"),
+            (
+                "seed_ensemble_tta",
+                f"{k}-model ensemble per seed + flip TTA (mean ± std, {n} seeds)",
+            ),
+        ]
+    for tag, label in rows:
+        auc, acc = res[tag]["roc_auc_macro"], res[tag]["accuracy"]
         lines.append(
-            f"| **this pipeline, {label}** (mean ± std, {n} seeds) | "
+            f"| **this pipeline, {label}** | "
             f"**{auc[0]:.3f} ± {auc[1]:.3f}** | **{acc[0]:.3f} ± {acc[1]:.3f}** |"
         )
     for tag, label in [
-        ("ensemble", f"{n}-seed ensemble"),
-        ("ensemble_tta", f"{n}-seed ensemble + flip TTA"),
+        ("ensemble", f"ensemble of all {n * k} models"),
+        ("ensemble_tta", f"ensemble of all {n * k} models + flip TTA"),
     ]:
         r = res[tag]
         lines.append(
@@ -171,7 +205,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     ap.add_argument("--config", required=True)
     ap.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1")
-    ap.add_argument("--jobs", type=int, default=1, help="seeds trained at the same time")
+    ap.add_argument(
+        "--members", type=int, default=1, help="models per seed, ensembled (train.seed s+1000m)"
+    )
+    ap.add_argument("--jobs", type=int, default=1, help="models trained at the same time")
     ap.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE")
     ap.add_argument(
         "--out", default="outputs/benchmarks/medmnist", help="writes OUT.md and OUT.json"
@@ -192,12 +229,21 @@ def main(argv: list[str] | None = None) -> int:
         pool = ProcessPoolExecutor(args.jobs, get_context("spawn"), max_tasks_per_child=1)
         with pool:
             futures = [
-                pool.submit(run_seed, args.config, args.set, seed, str(run_root / f"seed{seed}"))
+                pool.submit(
+                    run_seed, args.config, args.set, seed, str(run_root / f"seed{seed}{tag}"), m
+                )
                 for seed in range(args.seeds)
+                for m, tag in (
+                    (m, f"-m{m}" if args.members > 1 else "") for m in range(args.members)
+                )
             ]
             runs = [f.result() for f in futures]
         for r in runs:
-            print(f"seed {r['seed']}: trained in {r['train_s'] / 60:.1f} min", flush=True)
+            print(
+                f"seed {r['seed']} member {r['member']} (train.seed {r['train_seed']}): "
+                f"trained in {r['train_s'] / 60:.1f} min",
+                flush=True,
+            )
     except USER_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -214,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         "dataset": name,
         "cpu_count": os.cpu_count(),
         "jobs": args.jobs,
+        "members": args.members,
         "load_average_end": os.getloadavg(),
         "results": res,
         "runs": [{k: v for k, v in r.items() if "logits" not in k and k != "labels"} for r in runs],

@@ -46,3 +46,34 @@ def test_flip_average_is_the_mean_over_all_flip_combinations():
     # the eight flips bring each of the eight voxels to the corner once: the mean voxel
     torch.testing.assert_close(out, x.reshape(2, -1).mean(1, keepdim=True))
     torch.testing.assert_close(FlipAverage(Corner(), [])(x), Corner()(x))
+
+
+def test_seed_ensembles_average_each_seeds_members():
+    import numpy as np
+    from sklearn.metrics import accuracy_score, roc_auc_score
+
+    from benchmarks.medmnist import member_seed, summarise
+    from src.config import load_config
+
+    cfg = load_config("configs/adrenalmnist3d.yaml", [])
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, size=(40, 1)).astype(float)
+    runs = []
+    for seed in range(2):
+        for member in range(3):
+            logits = (labels * 1.5 + rng.normal(0, 1.5, labels.shape)).tolist()
+            runs.append(
+                {"seed": seed, "member": member, "labels": labels.tolist(), "logits": logits,
+                 "tta_logits": logits}
+            )  # fmt: skip
+    res = summarise(cfg, runs)
+    assert res["seeds"] == 2 and res["members"] == 3
+    assert len(res["single"]["each"]) == 6 and len(res["seed_ensemble"]["each"]) == 2
+    for seed in range(2):
+        mean = np.mean([r["logits"] for r in runs if r["seed"] == seed], axis=0)
+        got = res["seed_ensemble"]["each"][seed]
+        assert got["roc_auc_macro"] == np.float64(roc_auc_score(labels, mean))
+        assert got["accuracy"] == accuracy_score(labels, mean > 0)
+    aucs = [e["roc_auc_macro"] for e in res["seed_ensemble"]["each"]]
+    assert res["seed_ensemble"]["roc_auc_macro"] == [np.mean(aucs), np.std(aucs)]
+    assert member_seed(2, 0) == 2 and member_seed(2, 1) == 1002
