@@ -1,13 +1,16 @@
 """MedMNIST benchmark: this pipeline's test AUC / ACC next to the published MedMNIST v2 rows.
 
-    python -m benchmarks.medmnist --config configs/adrenalmnist3d.yaml --seeds 3
+    python -m benchmarks.medmnist --config configs/adrenalmnist3d.yaml --seeds 3 [--members 6]
 
-Each seed trains with ``src.training.trainer.fit`` on the official ``train`` split in a fresh
+Each model trains with ``src.training.trainer.fit`` on the official ``train`` split in a fresh
 process (so its peak memory is its own), picks ``best.pt`` on ``val`` only, and predicts the
 ``test`` split once with that checkpoint, plain and with flip test-time augmentation (the mean
-logit over every combination of flips along ``data.augment.flip_axes``). Reported apart:
-single models (mean and std over seeds), the seed ensemble (mean logit of the seeds' models),
-and both with flip TTA. ACC is at probability 0.5 for binary tasks, as MedMNIST reports it.
+logit over every combination of flips along ``data.augment.flip_axes``). With ``--members K``
+each seed ``s`` is an ensemble of K models (``train.seed`` s, s+1000, s+2000, ...; mean logit)
+and its training time is the sum of its members'. Reported apart: single models (mean and std
+over every model), the per-seed ensembles (mean and std over seeds), the ensemble of every
+model, each plain and with flip TTA. ACC is at probability 0.5 for binary tasks, as MedMNIST
+reports it.
 Writes ``<out>.md`` and ``<out>.json`` (default ``outputs/benchmarks/medmnist``).
 """
 
