@@ -37,8 +37,9 @@ from src.config import Config, load_config
 from src.data.loaders import build_dataset, build_loader
 from src.data.pipeline import ensure_builtin_data, prepare_splits
 from src.inference.runtime import load_run
+from src.training.loop import predict
 from src.training.tasks import build_task
-from src.training.trainer import USER_ERRORS, fit, predict
+from src.training.trainer import USER_ERRORS, fit
 
 REFERENCE = Path("../shared/reference/medmnist_v2_benchmarks.md")
 

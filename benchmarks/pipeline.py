@@ -59,8 +59,8 @@ from src.data.records import label_matrix, read_records
 from src.data.stream import EpochStream
 from src.data.tuning import available_cores, resolve_loader_settings
 from src.models import create_model
+from src.training.loop import train_epoch
 from src.training.tasks import build_task
-from src.training.trainer import train_epoch
 from src.training.utils import resolve_device
 
 # name: (kind, data.cache, storage dtype ("" = --cache-dtype), epochs ("n" = --epochs), text).

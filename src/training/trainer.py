@@ -22,7 +22,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from src.config import Config, ConfigError, config_to_dict, load_config, save_config
 from src.data.loaders import build_dataset, build_loader
@@ -38,6 +37,7 @@ from src.models.registry import check_model_params
 from src.reporting.curves import write_curves
 from src.training import distributed as ddp
 from src.training.faults import NonFiniteError, NonFiniteGuard
+from src.training.loop import train_epoch, validate_epoch
 from src.training.run_names import checkpoint_paths, run_folder_name, runs_of
 from src.training.tasks import Task, build_task
 from src.training.tracking import Tracker
@@ -63,115 +63,6 @@ from src.training.utils import (
 from src.training.watch import collapsed_classes, recall_text
 
 USER_ERRORS = (ConfigError, DataError, ModelError, CheckpointError, NonFiniteError)
-
-
-def train_epoch(
-    model: nn.Module,
-    loader,
-    task: Task,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
-    scaler: torch.amp.GradScaler,
-    device: torch.device,
-    amp_dtype: torch.dtype | None = None,
-    accumulate: int = 1,
-    grad_clip: float = 0.0,
-    progress: bool = False,
-    guard: NonFiniteGuard | None = None,
-) -> float:
-    """One pass over ``loader``; returns the sample-weighted mean training loss.
-
-    Gradients of ``accumulate`` batches are summed before a step, each loss scaled by the size
-    of its group, so k batches of size b step like one batch of k*b; the last, partial group of
-    the epoch still steps. A step with a non-finite loss or gradient is skipped (``guard``).
-    """
-    guard = guard or NonFiniteGuard()
-    model.train()
-    n_batches = len(loader)
-    total, count = 0.0, 0
-    optimizer.zero_grad(set_to_none=True)
-    bar = tqdm(loader, desc="train", leave=False, disable=not progress, dynamic_ncols=True)
-    for i, batch in enumerate(bar):
-        x, y = batch["image"].to(device, non_blocking=True), batch["label"].to(device)
-        group_start = (i // accumulate) * accumulate
-        group_len = min(accumulate, n_batches - group_start)
-        with torch.autocast(
-            device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None
-        ):
-            logits = model(x)
-        loss = task.loss(logits, y)
-        # backward even for a non-finite loss: under torchrun every rank joins the gradient
-        # all-reduce, and the reduced gradients then make every rank skip the step alike
-        scaler.scale(loss / group_len).backward()
-        if guard.loss_ok(loss):
-            total += loss.item() * len(x)
-            count += len(x)
-        if i + 1 == group_start + group_len:
-            optimizer_step(model, optimizer, scaler, grad_clip, guard, i + 1)
-            if scheduler is not None:  # steps even when the update was skipped: same schedule
-                scheduler.step()
-        bar.set_postfix(loss=f"{total / max(count, 1):.4f}")
-    return total / count if count else float("nan")
-
-
-def optimizer_step(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scaler: torch.amp.GradScaler,
-    grad_clip: float,
-    guard: NonFiniteGuard,
-    batch: int,
-) -> None:
-    """Clip and apply the gathered gradients unless ``guard`` rejects them; then clear them."""
-    if guard.step_ok(model, scaler, batch):
-        if grad_clip > 0:
-            scaler.unscale_(optimizer)
-            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
-    optimizer.zero_grad(set_to_none=True)
-
-
-@torch.no_grad()
-def predict(
-    model: nn.Module,
-    loader,
-    device: torch.device,
-    amp_dtype: torch.dtype | None = None,
-    progress: bool = False,
-    desc: str = "val",
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits and labels of every sample in ``loader``, in loader order, on the CPU."""
-    model.eval()
-    logits, labels = [], []
-    for batch in tqdm(loader, desc=desc, leave=False, disable=not progress, dynamic_ncols=True):
-        with torch.autocast(
-            device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None
-        ):
-            out = model(batch["image"].to(device, non_blocking=True))
-        logits.append(out.float().cpu())
-        labels.append(batch["label"])
-    return torch.cat(logits), torch.cat(labels)
-
-
-def validate_epoch(
-    model: nn.Module,
-    loader,
-    task: Task,
-    device: torch.device,
-    amp_dtype: torch.dtype | None = None,
-    progress: bool = False,
-    prefix: str = "val",
-) -> dict[str, float]:
-    """Unweighted loss and every metric of ``task`` on ``loader``, keyed ``<prefix>/<name>``.
-    Under torchrun: on the whole split, gathered from every rank's shard."""
-    logits, labels = predict(unwrap_model(model), loader, device, amp_dtype, progress, prefix)
-    logits, labels = ddp.gather_predictions(logits, labels)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # single-class findings: see metrics
-        metrics = task.metrics(logits, labels)
-    metrics["loss"] = float(task.validation_loss(logits, labels))
-    return {f"{prefix}/{k}": v for k, v in metrics.items()}
 
 
 def epoch_seed(seed: int, rank: int, epoch: int) -> int:
@@ -223,6 +114,60 @@ def make_checkpoint(state: dict[str, Any], cfg: Config, model: nn.Module, **objs
     }
 
 
+def prepare_run_folder(cfg: Config, run_dir: Path) -> None:
+    """``checkpoints/`` (without the temp files of a killed run) and ``config.yaml``."""
+    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    remove_partial_writes(run_dir / "checkpoints")
+    save_config(cfg, run_dir / "config.yaml")
+
+
+def build_optimization(
+    cfg: Config, model: nn.Module, steps_per_epoch: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW and its per-step schedule (linear warm-up then cosine, or constant)."""
+    o = cfg.optim
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=o.lr, weight_decay=o.weight_decay, betas=tuple(o.betas)
+    )
+    total_steps = steps_per_epoch * cfg.train.epochs
+    warmup = round(o.warmup_epochs * steps_per_epoch) if o.scheduler == "cosine" else 0
+    ratio = o.min_lr_ratio if o.scheduler == "cosine" else 1.0
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, warmup_cosine(total_steps, warmup, ratio)
+    )
+    return optimizer, scheduler
+
+
+def restore(
+    ckpt: dict[str, Any], source: Path, model: nn.Module, stopper: EarlyStopping, **objs
+) -> tuple[list[dict[str, Any]], int, int]:
+    """Load a checkpoint into the model, ``objs`` (optimizer, scheduler, scaler), the early
+    stopper and the RNGs; returns (history, epoch, step) as saved."""
+    load_model_state(model, ckpt["model"], str(source))
+    for name, obj in objs.items():
+        obj.load_state_dict(ckpt[name])
+    stopper.load_state_dict(ckpt["early_stopping"])
+    set_rng_state(ckpt["rng"])
+    return ckpt["history"], ckpt["epoch"], ckpt["step"]
+
+
+def save_epoch(
+    checkpoint: dict[str, Any],
+    history: list[dict[str, Any]],
+    cfg: Config,
+    run_dir: Path,
+    paths: dict[str, Path],
+    improved: bool,
+) -> None:
+    """After an epoch (rank 0): last (and best) checkpoint, epoch copies, metrics.csv, curves."""
+    atomic_torch_save(checkpoint, paths["last"])
+    keep_epoch_copies(paths["last"], checkpoint["epoch"], cfg.checkpoint.keep_last_n)
+    if improved and cfg.checkpoint.save_best:
+        atomic_torch_save(checkpoint, paths["best"])
+    write_metrics_csv(history, run_dir / "metrics.csv")
+    write_curves(history, run_dir, cfg.class_names)
+
+
 def fit(cfg: Config, run_dir: Path, resume_from: Path | None = None) -> dict[str, Any]:
     """Train as ``cfg`` says, in ``run_dir``; resume from a checkpoint when given one."""
     # ---- build --------------------------------------------------------------------------
@@ -237,9 +182,7 @@ def fit(cfg: Config, run_dir: Path, resume_from: Path | None = None) -> dict[str
     if ckpt is not None:
         check_resume_compatible(ckpt["config"], cfg, resume_from)
     if ddp.is_main():  # under torchrun rank 0 alone writes into the run folder
-        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-        remove_partial_writes(run_dir / "checkpoints")  # temp files of a killed run
-        save_config(cfg, run_dir / "config.yaml")
+        prepare_run_folder(cfg, run_dir)
     with ddp.main_first():  # rank 0 makes the phantom and splits.json; the others then read them
         reuse = ckpt is not None or not ddp.is_main()
         parts = prepare_splits(cfg, run_dir, reuse=reuse, progress=progress)
@@ -255,40 +198,22 @@ def fit(cfg: Config, run_dir: Path, resume_from: Path | None = None) -> dict[str
     task = build_task(cfg, label_matrix(parts["train"]))
     check_monitor(cfg, task)
     model = create_model(
-        cfg.model.name,
-        cfg.spatial_dims,
-        1,
-        task.num_outputs,
-        cfg.data.spatial_size,
+        cfg.model.name, cfg.spatial_dims, 1, task.num_outputs, cfg.data.spatial_size,
         **cfg.model.params,
-    ).to(device)
+    ).to(device)  # fmt: skip
     model = ddp.distribute_model(model, cfg, device)  # DDP under torchrun, else the model itself
-    o = cfg.optim
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=o.lr, weight_decay=o.weight_decay, betas=tuple(o.betas)
-    )
     # one loader iterator for every epoch this process runs: the workers prefetch across
     # epoch boundaries and during validation (src.data.stream); started after a resume point
     stream = EpochStream(train_ds, cfg, seed_of, 0, cfg.train.epochs, train_sampler)
     steps_per_epoch = math.ceil(stream.batches.batches_per_epoch() / cfg.train.accumulate)
-    total_steps = steps_per_epoch * cfg.train.epochs
-    warmup = round(o.warmup_epochs * steps_per_epoch) if o.scheduler == "cosine" else 0
-    ratio = o.min_lr_ratio if o.scheduler == "cosine" else 1.0
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, warmup_cosine(total_steps, warmup, ratio)
-    )
+    optimizer, scheduler = build_optimization(cfg, model, steps_per_epoch)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     stopper = EarlyStopping(cfg.train.monitor_mode, cfg.train.patience, cfg.train.min_delta)
     history: list[dict[str, Any]] = []
     start_epoch, step, run_id = 0, 0, ""
     if ckpt is not None:
-        load_model_state(model, ckpt["model"], str(resume_from))
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        scaler.load_state_dict(ckpt["scaler"])
-        stopper.load_state_dict(ckpt["early_stopping"])
-        set_rng_state(ckpt["rng"])
-        history, start_epoch, step = ckpt["history"], ckpt["epoch"], ckpt["step"]
+        objs = {"optimizer": optimizer, "scheduler": scheduler, "scaler": scaler}
+        history, start_epoch, step = restore(ckpt, resume_from, model, stopper, **objs)
         if step != start_epoch * steps_per_epoch:  # resumed with another world or batch size
             step = ddp.realign_schedule(scheduler, start_epoch * steps_per_epoch)
         run_id = ckpt["wandb_run_id"]
@@ -319,7 +244,7 @@ def fit(cfg: Config, run_dir: Path, resume_from: Path | None = None) -> dict[str
             device,
             amp_dtype,
             cfg.train.accumulate,
-            o.grad_clip,
+            cfg.optim.grad_clip,
             progress,
             guard,
         )
@@ -344,12 +269,7 @@ def fit(cfg: Config, run_dir: Path, resume_from: Path | None = None) -> dict[str
             state, cfg, model, optimizer=optimizer, scheduler=scheduler, scaler=scaler
         )
         if ddp.is_main():
-            atomic_torch_save(checkpoint, paths["last"])
-            keep_epoch_copies(paths["last"], epoch + 1, cfg.checkpoint.keep_last_n)
-            if improved and cfg.checkpoint.save_best:
-                atomic_torch_save(checkpoint, paths["best"])
-            write_metrics_csv(history, run_dir / "metrics.csv")
-            write_curves(history, run_dir, cfg.class_names)
+            save_epoch(checkpoint, history, cfg, run_dir, paths, improved)
         tracker.log(row, step=epoch + 1)
         print(epoch_line(row, cfg, improved, time.perf_counter() - t0), flush=True)
         for name in collapsed_classes(history, cfg.train.watch_classes):

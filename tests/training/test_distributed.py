@@ -22,8 +22,8 @@ from src.data.records import label_matrix
 from src.data.splits import load_splits
 from src.models import create_model
 from src.training.distributed import EvalShardSampler, interleave_shards
+from src.training.loop import validate_epoch
 from src.training.tasks import build_task
-from src.training.trainer import validate_epoch
 from src.training.utils import load_checkpoint, load_model_state
 
 # Imported at start-up by every Python process that has it on PYTHONPATH: each torchrun worker

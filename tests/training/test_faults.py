@@ -11,8 +11,9 @@ from torch import nn
 
 from src.training import trainer
 from src.training.faults import NonFiniteError, NonFiniteGuard
+from src.training.loop import train_epoch
 from src.training.tasks import MultiLabelTask
-from src.training.trainer import main, train_epoch
+from src.training.trainer import main
 from src.training.utils import load_checkpoint
 
 

@@ -11,8 +11,8 @@ from sklearn.utils.class_weight import compute_class_weight
 from torch import nn
 
 from src.config import config_from_dict
+from src.training.loop import validate_epoch
 from src.training.tasks import MultiClassTask, build_task, inverse_frequency_weights
-from src.training.trainer import validate_epoch
 
 NAMES = ["normal", "benign", "malignant"]
 

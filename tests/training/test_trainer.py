@@ -11,8 +11,9 @@ from torch import nn
 
 from src.data.loaders import build_dataset, build_loader
 from src.data.pipeline import prepare_splits
+from src.training.loop import train_epoch
 from src.training.tasks import MultiLabelTask
-from src.training.trainer import fit, main, train_epoch
+from src.training.trainer import fit, main
 from src.training.utils import CHECKPOINT_FORMAT, load_checkpoint
 
 
