@@ -18,6 +18,7 @@ from pathlib import Path
 
 from src.evaluate import evaluation_inputs
 from src.reporting.explain import localisation, print_localisation
+from src.reporting.gradcam import CAM_METHODS
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -25,8 +26,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--run", required=True)
     ap.add_argument("--split", default="test")
     ap.add_argument("--checkpoint", default="best")
-    ap.add_argument("--method", default="gradcam", choices=["gradcam", "gradcam++"])
-    ap.add_argument("--layer", default="", help="CNN module name (default: the model's last stage)")
+    ap.add_argument(
+        "--method", default="", choices=["", *CAM_METHODS], help="default: the run's config"
+    )
+    ap.add_argument("--layer", default="", help="CNN module name (default: config or automatic)")
     ap.add_argument("--margin", type=float, default=0.5, help="slack around each box, in voxels")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()

@@ -164,6 +164,8 @@ class EvaluationConfig:
     confidence: float = 0.95
     seed: int = 0
     gradcam_per_group: int = 2  # scans per (finding, TP/FP/FN) in the report; 0 = none
+    gradcam_method: Literal["gradcam", "gradcam++", "guided"] = "guided"  # reporting.gradcam
+    gradcam_layer: str = ""  # CNN module for the maps; "" = the model's automatic choice
     report: bool = True
 
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from src.inference.runtime import LoadedRun
 from src.reporting.gradcam import (
+    CAM_METHODS,
     build_cam,
     load_for_cam,
     load_regions,
@@ -77,10 +78,14 @@ def draw_gallery(
     names: list[str],
     out_dir: Path,
     n: int,
+    method: str = "",
+    layer: str = "",
 ) -> tuple[list[Path], str]:
     """One PNG per class with cases to show (rows TP/FP/FN cases, columns the slices), and
-    how the maps were made."""
-    cam, method = build_cam(run.model, run.cfg)
+    how the maps were made (``method`` / ``layer``: the run's ``evaluation.gradcam_*``)."""
+    e = run.cfg.evaluation
+    method, layer = method or e.gradcam_method, layer or e.gradcam_layer
+    cam, method = build_cam(run.model, run.cfg, method, layer)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for j, name in enumerate(names):
@@ -117,14 +122,15 @@ def localisation(
     decided: np.ndarray,
     names: list[str],
     margin: float = 0.5,
-    method: str = "gradcam",
+    method: str = "",
     layer: str = "",
 ) -> dict[str, dict[str, float]] | None:
     """Per finding: true positives whose map peak lies in a planted region (phantom only)."""
     regions = load_regions(run.cfg)
     if regions is None:
         return None
-    cam, _ = build_cam(run.model, run.cfg, method, layer)
+    e = run.cfg.evaluation
+    cam, _ = build_cam(run.model, run.cfg, method or e.gradcam_method, layer or e.gradcam_layer)
     out: dict[str, dict[str, float]] = {}
     for j, name in enumerate(names):
         hits = total = 0
@@ -153,18 +159,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--split", default="test", choices=["train", "val", "test"])
     ap.add_argument("--checkpoint", default="best", help="best, last, final or a path")
     ap.add_argument("--localisation", action="store_true", help="phantom: peak-in-region rate")
+    ap.add_argument("--method", default="", choices=["", *CAM_METHODS], help="default: config")
+    ap.add_argument("--layer", default="", help="CNN module name (default: config, or automatic)")
     args = ap.parse_args(argv)
     try:
         run, records, probs, onehot, decided, names = evaluation_inputs(
             args.run, args.split, args.checkpoint
         )
         out = Path(args.run) / f"gradcam-{args.split}"
-        paths, method = draw_gallery(run, records, probs, onehot, decided, names, out, args.n)
+        paths, method = draw_gallery(
+            run, records, probs, onehot, decided, names, out, args.n, args.method, args.layer
+        )
         print(method)
         for path in paths:
             print(path)
         if args.localisation:
-            print_localisation(localisation(run, records, onehot, decided, names))
+            result = localisation(
+                run, records, onehot, decided, names, method=args.method, layer=args.layer
+            )
+            print_localisation(result)
     except USER_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -1,7 +1,12 @@
 """Class activation maps for the registered models, and where the phantom planted its findings.
 
 CNNs (ResNet, DenseNet, EfficientNet, 2D and 3D) use MONAI's ``GradCAM`` / ``GradCAMpp`` on
-their last convolutional stage. The ViT has no feature map, so it gets Grad-CAM on the tokens
+their last convolutional stage fine enough to localise, or ``guided``: that Grad-CAM map times
+the box-smoothed magnitude of the input gradient (the idea of Guided Grad-CAM, Selvaraju et al.
+2017, with the plain input gradient in place of guided back-propagation). The coarse map says
+which region, the gradient says which voxels in it; on the phantom CT its peak falls in the
+planted finding far more often than Grad-CAM's alone (``docs/EVALUATION.md``).
+The ViT has no feature map, so it gets Grad-CAM on the tokens
 entering its last transformer block: each patch token's activations weighted by the mean gradient,
 laid back on the patch grid and upsampled (not attention rollout).
 
@@ -30,13 +35,25 @@ from src.models import ModelError
 # Candidate layers, deepest first: the deepest whose map has MIN_CAM_CELLS cells along every
 # axis is used (a 64x64x48 CT at stride 32 leaves ResNet's layer4 a 2x2x2 grid: no locality).
 CAM_LAYERS = {
-    "resnet3d": ["layer4", "layer3", "layer2"],
-    "resnet2d": ["layer4", "layer3", "layer2"],
-    "densenet3d": ["class_layers.relu", "features.denseblock3", "features.denseblock2"],
-    "densenet2d": ["class_layers.relu", "features.denseblock3", "features.denseblock2"],
+    "resnet3d": ["layer4", "layer3", "layer2", "layer1"],
+    "resnet2d": ["layer4", "layer3", "layer2", "layer1"],
+    "densenet3d": [
+        "class_layers.relu",
+        "features.denseblock3",
+        "features.denseblock2",
+        "features.denseblock1",
+    ],
+    "densenet2d": [
+        "class_layers.relu",
+        "features.denseblock3",
+        "features.denseblock2",
+        "features.denseblock1",
+    ],
     "efficientnet2d": ["_swish"],
 }
 MIN_CAM_CELLS = 4
+CAM_METHODS = ("gradcam", "gradcam++", "guided")
+SALIENCY_SMOOTHING = 5  # voxels: box filter over |input gradient| for ``guided``
 
 
 class ViTTokenGradCAM:
@@ -93,27 +110,53 @@ def feature_shapes(model: nn.Module, names: list[str], size: list[int]) -> dict[
     return shapes
 
 
-def cam_layer(model: nn.Module, cfg: Config) -> str:
-    """The deepest candidate layer of ``cfg.model.name`` with a map fine enough to localise."""
+def cam_layer(model: nn.Module, cfg: Config, finest: bool = False) -> str:
+    """The deepest candidate layer of ``cfg.model.name`` with a map fine enough to localise,
+    or with ``finest`` the shallowest candidate (``guided``: the gradient adds the detail, the
+    map only has to be local)."""
     names = CAM_LAYERS.get(cfg.model.name)
     if not names:
         raise ModelError(f"model.name: no Grad-CAM layer known for {cfg.model.name!r}")
+    if finest:
+        return names[-1]
     shapes = feature_shapes(model, names, cfg.data.spatial_size)
     return next((n for n in names if min(shapes[n]) >= MIN_CAM_CELLS), names[-1])
 
 
+def input_saliency(model: nn.Module, x: torch.Tensor, class_idx: int, smooth: int) -> torch.Tensor:
+    """|d logit / d input|, box-smoothed over ``smooth`` voxels (odd), (B, 1, *spatial)."""
+    x = x.detach().clone().requires_grad_(True)
+    model.zero_grad(set_to_none=True)
+    model(x)[:, class_idx].sum().backward()
+    grad = x.grad.detach().abs()
+    pool = F.avg_pool3d if grad.dim() == 5 else F.avg_pool2d
+    return pool(grad, smooth, 1, smooth // 2, count_include_pad=False) if smooth > 1 else grad
+
+
 def build_cam(model: nn.Module, cfg: Config, method: str = "gradcam", layer: str = ""):
     """``(cam, description)``: ``cam(x, class_idx) -> (B, 1, *spatial)`` in [0, 1] for
-    ``cfg.model.name``; ``layer`` names a module instead of the automatic choice (CNNs)."""
+    ``cfg.model.name``; ``method`` one of ``CAM_METHODS``; ``layer`` names a module instead of
+    the automatic choice (CNNs)."""
+    if method not in CAM_METHODS:
+        raise ModelError(f"evaluation.gradcam_method: {method!r} is not one of {CAM_METHODS}")
     if cfg.model.name == "vit3d":
         patch = cfg.model.params.get("patch_size", 16)
         text = "Grad-CAM on the patch tokens entering the ViT's last block (not attention)"
         return ViTTokenGradCAM(model, cfg.data.spatial_size, patch), text
-    layer = layer or cam_layer(model, cfg)
+    layer = layer or cam_layer(model, cfg, finest=method == "guided")
     cls = GradCAMpp if method == "gradcam++" else GradCAM
     cam = cls(nn_module=model, target_layers=layer, postprocessing=unit_range)
-    text = f"MONAI {'Grad-CAM++' if method == 'gradcam++' else 'Grad-CAM'} on layer `{layer}`"
-    return (lambda x, class_idx: cam(x, class_idx=class_idx)), text
+    name = "Grad-CAM++" if method == "gradcam++" else "Grad-CAM"
+    text = f"MONAI {name} on layer `{layer}`"
+    if method != "guided":
+        return (lambda x, class_idx: cam(x, class_idx=class_idx)), text
+
+    def guided(x: torch.Tensor, class_idx: int) -> torch.Tensor:
+        coarse = cam(x, class_idx=class_idx)
+        return unit_range(coarse * input_saliency(model, x, class_idx, SALIENCY_SMOOTHING))
+
+    k = SALIENCY_SMOOTHING
+    return guided, f"{text} x |input gradient| smoothed over {k} voxels (guided Grad-CAM)"
 
 
 def preprocessing_with_affine(cfg: Config) -> Compose:

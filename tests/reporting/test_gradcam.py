@@ -13,6 +13,7 @@ from src.config import config_from_dict
 from src.models import create_model
 from src.reporting.gradcam import (
     build_cam,
+    input_saliency,
     load_for_cam,
     peak_in_boxes,
     peak_voxel,
@@ -39,8 +40,8 @@ def test_cam_has_the_input_shape_and_unit_range(tiny_phantom, tmp_path, name, pa
     torch.manual_seed(0)
     model = create_model(name, 3, 1, 6, cfg.data.spatial_size, **params).eval()
     x = torch.rand(2, 1, *cfg.data.spatial_size, requires_grad=True)
-    cam_of, _ = build_cam(model, cfg)
-    maps = [cam_of(x, j) for j in range(3)]
+    methods = ["gradcam", "guided"] if name == "resnet3d" else ["gradcam"]
+    maps = [build_cam(model, cfg, m)[0](x, j) for m in methods for j in range(3)]
     for cam in maps:
         assert cam.shape == (2, 1, *cfg.data.spatial_size)
         assert float(cam.min()) >= 0 and float(cam.max()) <= 1 + 1e-5
@@ -95,3 +96,20 @@ def test_explain_cli_writes_a_gallery_of_the_run(tiny_run, capsys):
     assert pngs and all(
         (tiny_run / "gradcam-test").joinpath(p.rsplit("/", 1)[-1]).is_file() for p in pngs
     )
+
+
+def test_input_saliency_finds_the_one_voxel_a_linear_model_reads():
+    """|d logit / d x| of a model that reads one voxel for class 1: that voxel, then spread
+    by the box filter (mean over the voxels inside the volume)."""
+    lin = torch.nn.Linear(8 * 8 * 8, 2, bias=False)
+    with torch.no_grad():
+        lin.weight.zero_()
+        lin.weight[1, np.ravel_multi_index((2, 5, 3), (8, 8, 8))] = -4.0
+    model = torch.nn.Sequential(torch.nn.Flatten(), lin)
+    x = torch.rand(1, 1, 8, 8, 8)
+    raw = input_saliency(model, x, 1, smooth=1)[0, 0]
+    assert peak_voxel(raw).tolist() == [2, 5, 3] and float(raw.sum()) == pytest.approx(4.0)
+    smooth = input_saliency(model, x, 1, smooth=3)[0, 0]
+    assert float(smooth[2, 5, 3]) == pytest.approx(4.0 / 27)
+    assert float(smooth[0, 0, 0]) == 0.0 and float(smooth[1, 4, 2]) == pytest.approx(4.0 / 27)
+    assert not x.requires_grad  # the caller's tensor is left alone
