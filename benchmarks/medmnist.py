@@ -5,7 +5,8 @@
 Each model trains with ``src.training.trainer.fit`` on the official ``train`` split in a fresh
 process (so its peak memory is its own), picks ``best.pt`` on ``val`` only, and predicts the
 ``test`` split once with that checkpoint, plain and with flip test-time augmentation (the mean
-logit over every combination of flips along ``data.augment.flip_axes``). With ``--members K``
+logit over every combination of flips along ``data.augment.flip_axes``; no flips, so the TTA
+rows equal the plain ones, when training did not flip). With ``--members K``
 each seed ``s`` is an ensemble of K models (``train.seed`` s, s+1000, s+2000, ...; mean logit)
 and its training time is the sum of its members'. Reported apart: single models (mean and std
 over every model), the per-seed ensembles (mean and std over seeds), the ensemble of every
@@ -57,6 +58,12 @@ class FlipAverage(nn.Module):
         return torch.stack([self.model(x.flip(f) if f else x) for f in self.flips]).mean(0)
 
 
+def tta_axes(cfg: Config) -> list[int]:
+    """Flip axes for test-time augmentation: the ones the model was trained with, none when
+    training did not flip (a chest film's heart stays on its side)."""
+    return list(cfg.data.augment.flip_axes) if cfg.data.augment.flip_prob > 0 else []
+
+
 def member_seed(seed: int, member: int) -> int:
     """``train.seed`` of member ``member`` of seed ``seed``'s ensemble (member 0: the seed)."""
     return seed + 1000 * member
@@ -97,7 +104,7 @@ def predict_test(cfg: Config, run_dir: Path) -> tuple[torch.Tensor, torch.Tensor
     run = load_run(run_dir, "best")  # the run's best checkpoint, strategy-named or not
     model, device = run.model, run.device
     logits, labels = predict(model, loader, device)
-    tta, _ = predict(FlipAverage(model, cfg.data.augment.flip_axes), loader, device)
+    tta, _ = predict(FlipAverage(model, tta_axes(cfg)), loader, device)
     return logits, tta, labels
 
 

@@ -77,3 +77,11 @@ def test_seed_ensembles_average_each_seeds_members():
     aucs = [e["roc_auc_macro"] for e in res["seed_ensemble"]["each"]]
     assert res["seed_ensemble"]["roc_auc_macro"] == [np.mean(aucs), np.std(aucs)]
     assert member_seed(2, 0) == 2 and member_seed(2, 1) == 1002
+
+
+def test_tta_flips_only_what_training_flipped():
+    from benchmarks.medmnist import tta_axes
+    from src.config import load_config
+
+    assert tta_axes(load_config("configs/adrenalmnist3d.yaml", [])) == [0, 1, 2]
+    assert tta_axes(load_config("configs/pneumoniamnist.yaml", [])) == []
