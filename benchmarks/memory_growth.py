@@ -10,15 +10,13 @@ over 6 epochs.
 from __future__ import annotations
 
 import argparse
-import gc
 import tempfile
 from pathlib import Path
 
 from src.config import config_from_dict
 from src.data.phantom import generate_phantom_ct
-from src.training import trainer
 from tests.conftest import tiny_raw_config
-from tests.training.test_long_run import rss_mb
+from tests.training.test_long_run import fit_recording_rss
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -34,16 +32,7 @@ def main(argv: list[str] | None = None) -> None:
     raw["train"] |= {"epochs": args.epochs, "patience": args.epochs}
     raw["checkpoint"] = {"keep_last_n": 3}
     cfg = config_from_dict(raw)
-    rss: list[float] = []
-    write = trainer.write_metrics_csv
-
-    def write_and_measure(history, path):
-        write(history, path)
-        gc.collect()
-        rss.append(rss_mb())
-
-    trainer.write_metrics_csv = write_and_measure
-    trainer.fit(cfg, out / "run")
+    rss = fit_recording_rss(cfg, out / "run")
     growth = max(rss[1:]) - rss[0]
     print(f"RSS per epoch (MB): {[round(r, 1) for r in rss]}")
     print(f"growth after epoch 1 over {args.epochs} epochs: {growth:.1f} MB")

@@ -76,6 +76,12 @@ def cache_workers() -> int:
     return available_cores()
 
 
+def drops_single_last(n: int, batch_size: int) -> bool:
+    """Whether training drops the last batch: one sample breaks BatchNorm (shuffling varies
+    which sample that is)."""
+    return n > batch_size and n % batch_size == 1
+
+
 def build_loader(
     dataset: Dataset,
     cfg: Config,
@@ -83,13 +89,13 @@ def build_loader(
     generator: torch.Generator | None = None,
     sampler: Sampler | None = None,
 ) -> DataLoader:
-    """A MONAI DataLoader; ``generator`` (reseeded every epoch) fixes the order. Augmentation
-    is seeded per item (``AugmentedDataset``), so persistent workers keep a resume exact.
-    ``sampler`` (a rank's shard under torchrun) replaces the loader's own shuffling."""
+    """A MONAI DataLoader for one pass (evaluation; the trainer's epochs use
+    ``src.data.stream.EpochStream``); with ``train`` it shuffles (``generator`` fixes the order)
+    and drops a single-sample last batch. ``sampler`` (a rank's shard under torchrun) replaces
+    the loader's own order."""
     s = resolve_loader_settings(cfg)
     n = len(sampler) if sampler is not None else len(dataset)
-    # A last training batch of one sample breaks BatchNorm; drop it (shuffling varies which).
-    drop_last = train and n > cfg.train.batch_size and n % cfg.train.batch_size == 1
+    drop_last = train and drops_single_last(n, cfg.train.batch_size)
     return DataLoader(
         dataset,
         batch_size=cfg.train.batch_size,

@@ -18,18 +18,19 @@ from collections.abc import Callable, Iterator
 
 import torch
 from monai.data import DataLoader
-from torch.utils.data import DistributedSampler, Sampler
+from torch.utils.data import BatchSampler, DistributedSampler, Sampler
 
 from src.config import Config
 from src.data.augmented import AugmentedDataset, SeededIndex
+from src.data.loaders import drops_single_last
 from src.data.tuning import resolve_loader_settings
 
 
 class EpochBatchSampler(Sampler[list[SeededIndex]]):
     """Batches of ``SeededIndex(epoch seed, index)`` for epochs ``start .. end - 1`` in turn.
 
-    ``drop_last`` drops a last batch of one sample (it breaks BatchNorm), as ``build_loader``
-    does; batches never cross an epoch boundary.
+    A last batch of one sample is dropped (``drops_single_last``, as ``build_loader`` does);
+    batches never cross an epoch boundary.
     """
 
     def __init__(
@@ -44,11 +45,10 @@ class EpochBatchSampler(Sampler[list[SeededIndex]]):
         self.n = len(sampler) if sampler is not None else n
         self.batch_size, self.epoch_seed = batch_size, epoch_seed
         self.start, self.end, self.sampler = start, end, sampler
-        self.drop_last = self.n > batch_size and self.n % batch_size == 1
+        self.drop_last = drops_single_last(self.n, batch_size)
 
     def batches_per_epoch(self) -> int:
-        full, rest = divmod(self.n, self.batch_size)
-        return full + (1 if rest and not self.drop_last else 0)
+        return len(BatchSampler(range(self.n), self.batch_size, self.drop_last))
 
     def __len__(self) -> int:
         return self.batches_per_epoch() * max(0, self.end - self.start)
@@ -65,10 +65,8 @@ class EpochBatchSampler(Sampler[list[SeededIndex]]):
     def __iter__(self) -> Iterator[list[SeededIndex]]:
         for epoch in range(self.start, self.end):
             seed = self.epoch_seed(epoch)
-            order = self.order(epoch)
-            size = self.batch_size
-            for b in range(self.batches_per_epoch()):
-                yield [SeededIndex(seed, i) for i in order[b * size : (b + 1) * size]]
+            for batch in BatchSampler(self.order(epoch), self.batch_size, self.drop_last):
+                yield [SeededIndex(seed, i) for i in batch]
 
 
 class EpochStream:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from monai.networks.layers import Conv
 from monai.networks.nets import DenseNet, EfficientNetBN, ResNet, ViT
 from torch import nn
 
@@ -114,8 +115,7 @@ def _densenet_family(name: str, dims: int) -> None:
         # Small inputs (MedMNIST's 28^3) vanish under the 7/2 stem and max-pool: three
         # transitions halve them again, so the stem is configurable as ResNet's is.
         if (conv1_kernel, conv1_stride) != (7, 2):
-            conv = nn.Conv3d if dims == 3 else nn.Conv2d
-            net.features.conv0 = conv(
+            net.features.conv0 = Conv[Conv.CONV, dims](
                 in_channels, init_features, conv1_kernel, conv1_stride, conv1_kernel // 2,
                 bias=False,
             )  # fmt: skip

@@ -6,12 +6,13 @@ from __future__ import annotations
 import torch
 from monai.data import DataLoader
 
-from src.data.augmented import AugmentedDataset
+from src.data.augmented import AugmentedDataset, SeededIndex
 from src.data.transforms import build_augmentation
 
 
-def epoch_batches(loader: DataLoader, dataset: AugmentedDataset, epoch: int) -> torch.Tensor:
-    dataset.set_epoch_seed(1000 + epoch)
+def epoch_batches(loader: DataLoader, order: list, epoch: int) -> torch.Tensor:
+    """The loader's samples of ``epoch``: its sampler (``order``) now names that epoch's seed."""
+    order[:] = [SeededIndex(1000 + epoch, i) for i in range(len(order))]
     return torch.cat([b["image"] for b in loader])
 
 
@@ -25,10 +26,11 @@ def test_persistent_workers_repeat_a_resumed_run(tiny_config):
         for _ in range(6)
     ]
     ds = AugmentedDataset(items, build_augmentation(cfg, train=True))
-    kept = DataLoader(ds, batch_size=2, num_workers=1, persistent_workers=True)
-    first, second = epoch_batches(kept, ds, 0), epoch_batches(kept, ds, 1)
-    fresh = DataLoader(ds, batch_size=2, num_workers=0)  # a run resumed at epoch 1
-    assert torch.equal(epoch_batches(fresh, ds, 1), second)
-    assert torch.equal(epoch_batches(fresh, ds, 0), first)
+    order: list = [None] * len(items)
+    kept = DataLoader(ds, batch_size=2, sampler=order, num_workers=1, persistent_workers=True)
+    first, second = epoch_batches(kept, order, 0), epoch_batches(kept, order, 1)
+    fresh = DataLoader(ds, batch_size=2, sampler=order, num_workers=0)  # resumed at epoch 1
+    assert torch.equal(epoch_batches(fresh, order, 1), second)
+    assert torch.equal(epoch_batches(fresh, order, 0), first)
     assert not torch.allclose(first, second)
     assert not torch.allclose(first[0], first[1])  # items of an epoch get their own draws

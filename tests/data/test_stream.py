@@ -9,7 +9,7 @@ import time
 import torch
 from monai.data import DataLoader
 
-from src.data.augmented import AugmentedDataset
+from src.data.augmented import AugmentedDataset, SeededIndex
 from src.data.stream import EpochBatchSampler, EpochStream
 from src.data.transforms import build_augmentation
 
@@ -30,10 +30,10 @@ def make_dataset(cfg, n: int = 8) -> AugmentedDataset:
 
 
 def per_epoch_loader(ds: AugmentedDataset, epoch: int, batch_size: int) -> list[dict]:
-    """A loader of its own per epoch: shared epoch seed, ``randperm`` order of that seed."""
-    ds.set_epoch_seed(seed_of(epoch))
+    """A loader of its own per epoch: ``randperm`` order of the epoch seed, items seeded by it."""
     order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed_of(epoch)))
-    return list(DataLoader(ds, batch_size=batch_size, sampler=order.tolist()))
+    sampler = [SeededIndex(seed_of(epoch), i) for i in order.tolist()]
+    return list(DataLoader(ds, batch_size=batch_size, sampler=sampler))
 
 
 def test_stream_equals_one_loader_per_epoch_and_resumes_exactly(tiny_config):

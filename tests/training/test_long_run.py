@@ -18,11 +18,9 @@ def rss_mb() -> float:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def test_memory_and_checkpoints_stay_bounded(tiny_config, tmp_path, monkeypatch):
-    cfg, _ = tiny_config
-    cfg.train.epochs = EPOCHS
-    cfg.train.patience = EPOCHS
-    cfg.checkpoint.keep_last_n = 2
+def fit_recording_rss(cfg, run_dir) -> list[float]:
+    """Train ``cfg`` in ``run_dir``; the RSS (MB) after each epoch, measured when the epoch's
+    ``metrics.csv`` has been written (after a garbage collection)."""
     rss: list[float] = []
     write = trainer.write_metrics_csv
 
@@ -31,9 +29,21 @@ def test_memory_and_checkpoints_stay_bounded(tiny_config, tmp_path, monkeypatch)
         gc.collect()
         rss.append(rss_mb())
 
-    monkeypatch.setattr(trainer, "write_metrics_csv", write_and_measure)
+    trainer.write_metrics_csv = write_and_measure
+    try:
+        trainer.fit(cfg, run_dir)
+    finally:
+        trainer.write_metrics_csv = write
+    return rss
+
+
+def test_memory_and_checkpoints_stay_bounded(tiny_config, tmp_path):
+    cfg, _ = tiny_config
+    cfg.train.epochs = EPOCHS
+    cfg.train.patience = EPOCHS
+    cfg.checkpoint.keep_last_n = 2
     run = tmp_path / "long"
-    trainer.fit(cfg, run)
+    rss = fit_recording_rss(cfg, run)
     assert len(rss) == EPOCHS
     growth = max(rss[1:]) - rss[0]  # from the end of epoch 1 (RAM cache full)
     print(f"RSS after each epoch (MB): {[round(r, 1) for r in rss]}; growth {growth:.1f} MB")
