@@ -220,7 +220,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--members", type=int, default=1, help="models per seed, ensembled (train.seed s+1000m)"
     )
     ap.add_argument("--jobs", type=int, default=1, help="models trained at the same time")
-    ap.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE")
     ap.add_argument(
         "--out", default="outputs/benchmarks/medmnist", help="writes OUT.md and OUT.json"
     )

@@ -13,7 +13,7 @@ from src.data.loaders import build_dataset, build_loader
 from src.data.pipeline import prepare_splits
 from src.training.loop import train_epoch
 from src.training.tasks import MultiLabelTask
-from src.training.trainer import fit, main
+from src.training.trainer import fit, main, parse_args
 from src.training.utils import CHECKPOINT_FORMAT, load_checkpoint
 
 
@@ -113,6 +113,12 @@ def test_bad_config_value_is_one_line_naming_the_key(tiny_config, capsys):
     assert main(["--config", str(path), "--set", "optim.lr=-1"]) == 2
     err = capsys.readouterr().err.strip()
     assert err == "error: optim.lr: must be positive, got -1.0"
+
+
+def test_repeated_set_flags_all_apply():
+    # `--set a=1 --set b=2` once kept only b=2 (argparse's default "store" action), silently.
+    args = parse_args(["--config", "c.yaml", "--set", "a=1", "b=2", "--set", "c=3"])
+    assert args.set == ["a=1", "b=2", "c=3"]
 
 
 def test_resume_with_changed_model_is_refused(tiny_config, capsys):
