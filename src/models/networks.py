@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
@@ -29,45 +28,6 @@ def _need_dims(name: str, spatial_dims: int, expected: int) -> None:
         )
 
 
-class EvidenceMapResNet(nn.Module):
-    """A MONAI ResNet cut after stage ``head_stage``, with a per-class evidence map and a pool.
-
-    ``evidence`` is a 1x1(x1) convolution: one score map per class on the stage's grid (for a
-    64x64x48 CT with a stride-4 stem, 8x8x6 at stage 2). The logit is the log-sum-exp of that
-    map (``lse_r``: large is max pooling, small tends to the mean), so a finding is scored
-    where its evidence is strongest, and Grad-CAM on ``evidence`` is that map: the multiple-
-    instance head of weakly supervised localisation (Wang et al., ChestX-ray8, CVPR 2017).
-    """
-
-    def __init__(
-        self, net: ResNet, head_stage: int, num_classes: int, lse_r: float, dropout: float
-    ):
-        super().__init__()
-        self.conv1, self.bn1, self.act, self.maxpool = net.conv1, net.bn1, net.act, net.maxpool
-        self.layers = nn.ModuleList(
-            [net.layer1, net.layer2, net.layer3, net.layer4][:head_stage]
-        )  # fmt: skip
-        channels = _stage_channels(self.layers[-1])
-        conv = Conv[Conv.CONV, net.conv1.weight.dim() - 2]
-        self.dropout = nn.Dropout(dropout)
-        self.evidence = conv(channels, num_classes, kernel_size=1)
-        self.lse_r = lse_r
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.maxpool(self.act(self.bn1(self.conv1(x))))
-        for layer in self.layers:
-            x = layer(x)
-        s = self.evidence(self.dropout(x)).flatten(2)  # (B, classes, cells)
-        r = self.lse_r
-        return (torch.logsumexp(r * s, dim=2) - math.log(s.shape[2])) / r
-
-
-def _stage_channels(stage: nn.Module) -> int:
-    """Output channels of a ResNet stage: its last block's residual output."""
-    last = stage[-1]
-    return (last.bn3 if hasattr(last, "bn3") else last.bn2).num_features
-
-
 def _resnet(
     spatial_dims: int,
     in_channels: int,
@@ -79,20 +39,9 @@ def _resnet(
     no_max_pool: bool = False,
     norm: str = "batch",
     dropout: float = 0.0,
-    head: str = "avg",
-    head_stage: int = 4,
-    lse_r: float = 5.0,
 ) -> nn.Module:
     if depth not in _RESNET_LAYERS:
         raise ModelError(f"model.params.depth: resnet depth must be one of {list(_RESNET_LAYERS)}")
-    if head not in ("avg", "evidence"):
-        raise ModelError(f"model.params.head: must be 'avg' or 'evidence', got {head!r}")
-    if head_stage not in (1, 2, 3, 4):
-        raise ModelError(f"model.params.head_stage: must be 1, 2, 3 or 4, got {head_stage!r}")
-    if head == "avg" and head_stage != 4:
-        raise ModelError("model.params.head_stage: only the 'evidence' head can cut the network")
-    if lse_r <= 0:
-        raise ModelError(f"model.params.lse_r: must be positive, got {lse_r}")
     block, layers = _RESNET_LAYERS[depth]
     net = ResNet(
         block=block,
@@ -106,8 +55,6 @@ def _resnet(
         num_classes=num_classes,
         norm=norm,
     )
-    if head == "evidence":
-        return EvidenceMapResNet(net, head_stage, num_classes, lse_r, dropout)
     if dropout > 0:
         net.fc = nn.Sequential(nn.Dropout(dropout), net.fc)
     return net
@@ -126,14 +73,11 @@ def _resnet_family(name: str, dims: int) -> None:
         no_max_pool: bool = False,
         norm: str = "batch",
         dropout: float = 0.0,
-        head: str = "avg",
-        head_stage: int = 4,
-        lse_r: float = 5.0,
     ) -> nn.Module:
         _need_dims(name, spatial_dims, dims)
         return _resnet(
             dims, in_channels, num_classes, depth, widths, conv1_kernel, conv1_stride,
-            no_max_pool, norm, dropout, head, head_stage, lse_r,
+            no_max_pool, norm, dropout,
         )  # fmt: skip
 
     build.__doc__ = f"MONAI ResNet in {dims}D, depth 10/18/34/50; ``widths`` narrows it."

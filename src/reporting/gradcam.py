@@ -113,11 +113,8 @@ def feature_shapes(model: nn.Module, names: list[str], size: list[int]) -> dict[
 def cam_layer(model: nn.Module, cfg: Config, finest: bool = False) -> str:
     """The deepest candidate layer of ``cfg.model.name`` with a map fine enough to localise,
     or with ``finest`` the shallowest candidate (``guided``: the gradient adds the detail, the
-    map only has to be local). A ResNet with ``head: evidence`` always uses its class maps."""
-    modules = dict(model.named_modules())
-    if "evidence" in modules:  # the evidence-map head: its class maps are the model's own
-        return "evidence"
-    names = [n for n in CAM_LAYERS.get(cfg.model.name, []) if n in modules]
+    map only has to be local)."""
+    names = CAM_LAYERS.get(cfg.model.name)
     if not names:
         raise ModelError(f"model.name: no Grad-CAM layer known for {cfg.model.name!r}")
     if finest:

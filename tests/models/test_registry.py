@@ -62,31 +62,3 @@ def test_densenet_stem_fits_medmnist_size():
     )
     assert net(x).shape == (2, 1)
     assert net.features.conv0(x).shape[2:] == (14, 14, 14)
-
-
-@pytest.mark.parametrize(
-    ("dims", "size", "grid"), [(3, (32, 32, 24), (4, 4, 3)), (2, (64, 48), (8, 6))]
-)
-def test_evidence_head_logit_is_the_lse_of_its_class_maps(dims, size, grid):
-    torch.manual_seed(0)
-    params = {"depth": 18, "widths": [4, 8, 8, 8], "head": "evidence", "head_stage": 2}
-    model = create_model(f"resnet{dims}d", dims, 1, 3, **params).eval()
-    maps = []
-    model.evidence.register_forward_hook(lambda _m, _i, out: maps.append(out))
-    x = torch.rand(2, 1, *size)
-    logits = model(x)
-    s = maps[0].flatten(2)
-    assert maps[0].shape == (2, 3, *grid)  # stage 2 of a stride-4 stem: size / 8
-    expected = (torch.logsumexp(5.0 * s, 2) - torch.log(torch.tensor(float(s.shape[2])))) / 5.0
-    torch.testing.assert_close(logits, expected)
-    assert torch.all(logits <= s.amax(2) + 1e-6) and torch.all(logits >= s.mean(2) - 1e-6)
-    assert not hasattr(model, "fc") and len(model.layers) == 2  # stages 3-4 are not built
-
-
-def test_evidence_head_options_are_checked():
-    with pytest.raises(ModelError, match=r"model\.params\.head: must be"):
-        create_model("resnet3d", 3, 1, 2, head="max")
-    with pytest.raises(ModelError, match=r"model\.params\.head_stage: only the 'evidence'"):
-        create_model("resnet3d", 3, 1, 2, head_stage=2)
-    with pytest.raises(ModelError, match=r"model\.params\.head_stage: must be"):
-        create_model("resnet3d", 3, 1, 2, head="evidence", head_stage=5)

@@ -113,33 +113,3 @@ def test_input_saliency_finds_the_one_voxel_a_linear_model_reads():
     assert float(smooth[2, 5, 3]) == pytest.approx(4.0 / 27)
     assert float(smooth[0, 0, 0]) == 0.0 and float(smooth[1, 4, 2]) == pytest.approx(4.0 / 27)
     assert not x.requires_grad  # the caller's tensor is left alone
-
-
-def test_gradcam_of_the_evidence_head_is_the_class_map(tiny_phantom, tmp_path):
-    # Grad-CAM on `evidence` must be that class's own score map (ReLU, upsampled, unit range):
-    # only its channel has a gradient, and the LSE pool's weights are positive.
-    params = {"depth": 10, "widths": [4, 8, 8, 8], "conv1_kernel": 3, "head": "evidence",
-              "head_stage": 2}  # fmt: skip
-    raw = tiny_raw_config(tiny_phantom, tmp_path)
-    raw["model"] = {"name": "resnet3d", "params": params}
-    raw["data"]["spatial_size"] = [32, 32, 32]
-    cfg = config_from_dict(raw)
-    torch.manual_seed(0)
-    model = create_model("resnet3d", 3, 1, 6, cfg.data.spatial_size, **params).eval()
-    cam, text = build_cam(model, cfg, "gradcam")
-    assert "`evidence`" in text
-    x = torch.rand(1, 1, 32, 32, 32)
-    with torch.no_grad():
-        maps = []
-        h = model.evidence.register_forward_hook(lambda _m, _i, out: maps.append(out))
-        model(x)
-        h.remove()
-    for j in range(6):
-        own = torch.relu(maps[0][:, j : j + 1])
-        if float(own.max()) <= 0:
-            continue
-        up = torch.nn.functional.interpolate(own, size=(32, 32, 32), mode="trilinear")
-        expected = (up - up.min()) / (up.max() - up.min())
-        torch.testing.assert_close(
-            cam(x.clone().requires_grad_(True), j), expected, atol=1e-5, rtol=0
-        )
