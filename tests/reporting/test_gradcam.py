@@ -8,15 +8,18 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from src.config import config_from_dict
 from src.models import create_model
 from src.reporting.gradcam import (
+    aligned_upsampler,
     build_cam,
     input_saliency,
     load_for_cam,
     peak_in_boxes,
     peak_voxel,
+    receptive_field_offsets,
     world_box_to_voxels,
 )
 from tests.conftest import tiny_raw_config
@@ -113,3 +116,27 @@ def test_input_saliency_finds_the_one_voxel_a_linear_model_reads():
     assert float(smooth[2, 5, 3]) == pytest.approx(4.0 / 27)
     assert float(smooth[0, 0, 0]) == 0.0 and float(smooth[1, 4, 2]) == pytest.approx(4.0 / 27)
     assert not x.requires_grad  # the caller's tensor is left alone
+
+
+def test_cam_upsampling_puts_each_cell_on_its_receptive_field():
+    # Two stride-2 3x3 convs (padding 1) centre layer2's cell j on voxel 4j; plain trilinear
+    # upsampling (MONAI's default) puts it on 4j + 1.5. With every conv weight positive and
+    # equal, the network is linear and symmetric on a positive input, so each cell's receptive
+    # field is centred on 4j exactly: the aligned upsampler must put a one-cell map there.
+    model = create_model(
+        "resnet3d", 3, 1, 2, depth=10, widths=[4, 4, 4, 4], conv1_kernel=3, no_max_pool=True
+    ).eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.Conv3d):
+                m.weight.fill_(1.0 / m.weight[0].numel())
+    size = [48, 48, 48]
+    offsets = receptive_field_offsets(model, "layer2", size)
+    assert np.allclose(offsets, 0.0, atol=1e-6)
+    up = aligned_upsampler(offsets)(size)
+    for cell in [(3, 5, 8), (8, 4, 6)]:
+        onehot = torch.zeros(1, 1, 12, 12, 12)
+        onehot[(0, 0, *cell)] = 1.0
+        assert peak_voxel(up(onehot)[0, 0]).tolist() == [4 * c for c in cell]
+        naive = peak_voxel(F.interpolate(onehot, size=size, mode="trilinear")[0, 0])
+        assert np.all(naive - 4 * np.array(cell) >= 1)  # what the default would have drawn
