@@ -61,8 +61,9 @@ class LoaderSettings:
         """One line for the console."""
         return (
             f"data loading: {self.num_workers} workers, {self.threads} threads, "
-            f"pin_memory {self.pin_memory}, persistent_workers {self.persistent_workers}, "
-            f"prefetch_factor {self.prefetch_factor}"
+            f"pin_memory {self.pin_memory}, prefetch_factor {self.prefetch_factor}; training "
+            "reads one loader iterator for the whole run, evaluation loaders persistent_workers "
+            f"{self.persistent_workers}"
         )
 
 
