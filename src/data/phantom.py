@@ -319,7 +319,9 @@ def generate_phantom_ct(
                 srng = np.random.default_rng([seed, p, s])
                 findings = dict(anat.findings)
                 if s > 0:  # acute findings come and go between a patient's scans
-                    for f in set(FINDINGS) - CHRONIC:
+                    # in FINDINGS order: a set's order follows the per-process string hash,
+                    # and once gave two different data sets from one seed
+                    for f in (f for f in FINDINGS if f not in CHRONIC):
                         findings[f] = bool(srng.random() < PREVALENCE[f])
                 hu, affine, reg = _render_scan(anat, srng, findings, matrix)
                 name = f"P{p:04d}_S{s}"

@@ -5,11 +5,14 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
 from src.data.phantom import FINDINGS, generate_phantom_ct
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def read_rows(csv_path):
@@ -68,3 +71,30 @@ def test_labels_patients_and_regions(tmp_path):
     for r, lab in zip(rows, labels, strict=True):
         planted = set(regions[r["image"]])
         assert planted == {f for f, y in zip(FINDINGS, lab, strict=True) if y}
+
+
+def test_same_seed_same_data_whatever_the_string_hash(tmp_path):
+    # Python salts str hashes per process (PYTHONHASHSEED), so a set of finding names iterates
+    # in a different order in another process. The generator once drew the acute findings in
+    # set order: the same seed gave one of two data sets, depending on the process.
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from src.data.phantom import CHRONIC, FINDINGS, generate_phantom_ct; "
+        "print(list(set(FINDINGS) - CHRONIC)); "
+        "generate_phantom_ct(sys.argv[1], n_patients=12, seed=3, progress=False)"
+    )
+    orders, roots = set(), []
+    for hash_seed in ("1", "2", "3", "4"):
+        root = tmp_path / f"hash{hash_seed}"
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        out = subprocess.run(
+            [sys.executable, "-c", code, str(root)], env=env, check=True, capture_output=True,
+            text=True, cwd=REPO,
+        )  # fmt: skip
+        orders.add(out.stdout.strip())
+        roots.append(root)
+    assert len(orders) > 1  # the processes really did iterate the set differently
+    assert len({digest(r) for r in roots}) == 1
