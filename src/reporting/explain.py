@@ -83,8 +83,6 @@ def draw_gallery(
 ) -> tuple[list[Path], str]:
     """One PNG per class with cases to show (rows TP/FP/FN cases, columns the slices), and
     how the maps were made (``method`` / ``layer``: the run's ``evaluation.gradcam_*``)."""
-    e = run.cfg.evaluation
-    method, layer = method or e.gradcam_method, layer or e.gradcam_layer
     cam, method = build_cam(run.model, run.cfg, method, layer)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -129,8 +127,7 @@ def localisation(
     regions = load_regions(run.cfg)
     if regions is None:
         return None
-    e = run.cfg.evaluation
-    cam, _ = build_cam(run.model, run.cfg, method or e.gradcam_method, layer or e.gradcam_layer)
+    cam, _ = build_cam(run.model, run.cfg, method, layer)
     out: dict[str, dict[str, float]] = {}
     for j, name in enumerate(names):
         hits = total = 0

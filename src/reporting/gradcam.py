@@ -186,10 +186,12 @@ def input_saliency(model: nn.Module, x: torch.Tensor, class_idx: int, smooth: in
     return pool(grad, smooth, 1, smooth // 2, count_include_pad=False) if smooth > 1 else grad
 
 
-def build_cam(model: nn.Module, cfg: Config, method: str = "gradcam", layer: str = ""):
+def build_cam(model: nn.Module, cfg: Config, method: str = "", layer: str = ""):
     """``(cam, description)``: ``cam(x, class_idx) -> (B, 1, *spatial)`` in [0, 1] for
     ``cfg.model.name``; ``method`` one of ``CAM_METHODS``; ``layer`` names a module instead of
-    the automatic choice (CNNs)."""
+    the automatic choice (CNNs). Empty: the run's ``evaluation.gradcam_method`` / ``_layer``."""
+    method = method or cfg.evaluation.gradcam_method
+    layer = layer or cfg.evaluation.gradcam_layer
     if method not in CAM_METHODS:
         raise ModelError(f"evaluation.gradcam_method: {method!r} is not one of {CAM_METHODS}")
     if cfg.model.name == "vit3d":
