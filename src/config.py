@@ -166,6 +166,7 @@ class EvaluationConfig:
     gradcam_per_group: int = 2  # scans per (finding, TP/FP/FN) in the report; 0 = none
     gradcam_method: Literal["gradcam", "gradcam++", "guided"] = "guided"  # reporting.gradcam
     gradcam_layer: str = ""  # CNN module for the maps; "" = the model's automatic choice
+    gradcam_shift_average: bool = True  # CNN maps: mean over half-stride input shifts (2^dims)
     report: bool = True
 
 

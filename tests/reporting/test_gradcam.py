@@ -20,6 +20,8 @@ from src.reporting.gradcam import (
     peak_in_boxes,
     peak_voxel,
     receptive_field_offsets,
+    shift,
+    shift_averaged,
     world_box_to_voxels,
 )
 from tests.conftest import tiny_raw_config
@@ -101,13 +103,15 @@ def test_explain_cli_writes_a_gallery_of_the_run(tiny_run, capsys):
     )
 
 
-def test_input_saliency_finds_the_one_voxel_a_linear_model_reads():
-    """|d logit / d x| of a model that reads one voxel for class 1: that voxel, then spread
-    by the box filter (mean over the voxels inside the volume)."""
+def test_input_saliency_keeps_the_positive_gradient_of_the_voxel_a_linear_model_reads():
+    """max(d logit / d x, 0) of a model that reads one voxel for class 1: that voxel, then
+    spread by the box filter (mean over the voxels inside the volume). A voxel read with a
+    negative weight (darker raises the logit) gives nothing."""
     lin = torch.nn.Linear(8 * 8 * 8, 2, bias=False)
     with torch.no_grad():
         lin.weight.zero_()
-        lin.weight[1, np.ravel_multi_index((2, 5, 3), (8, 8, 8))] = -4.0
+        lin.weight[1, np.ravel_multi_index((2, 5, 3), (8, 8, 8))] = 4.0
+        lin.weight[0, np.ravel_multi_index((2, 5, 3), (8, 8, 8))] = -4.0
     model = torch.nn.Sequential(torch.nn.Flatten(), lin)
     x = torch.rand(1, 1, 8, 8, 8)
     raw = input_saliency(model, x, 1, smooth=1)[0, 0]
@@ -115,7 +119,37 @@ def test_input_saliency_finds_the_one_voxel_a_linear_model_reads():
     smooth = input_saliency(model, x, 1, smooth=3)[0, 0]
     assert float(smooth[2, 5, 3]) == pytest.approx(4.0 / 27)
     assert float(smooth[0, 0, 0]) == 0.0 and float(smooth[1, 4, 2]) == pytest.approx(4.0 / 27)
+    assert float(input_saliency(model, x, 0, smooth=1).abs().sum()) == 0.0
     assert not x.requires_grad  # the caller's tensor is left alone
+
+
+def test_shift_moves_content_and_replicates_the_edge():
+    x = torch.arange(5.0).view(1, 1, 5)
+    assert shift(x, (2,)).flatten().tolist() == [0, 0, 0, 1, 2]
+    assert shift(x, (-2,)).flatten().tolist() == [2, 3, 4, 4, 4]
+    vol = torch.rand(1, 1, 6, 7, 8)
+    back = shift(shift(vol, (1, 2, 3)), (-1, -2, -3))
+    assert torch.equal(back[..., :5, :5, :5], vol[..., :5, :5, :5])
+
+
+def test_shift_averaging_fills_in_the_grid_of_a_strided_map():
+    """A stride-4 'map' that only sees every 4th voxel (nearest upsampling, as a strided layer
+    does) puts a one-voxel spot that lies between its samples anywhere in the 4-voxel cell;
+    averaged over half-stride shifts the peak lands within one voxel of the spot."""
+
+    def strided(x: torch.Tensor, class_idx: int) -> torch.Tensor:
+        coarse = F.avg_pool3d(x, 4, 4)
+        return F.interpolate(coarse, scale_factor=4, mode="nearest")
+
+    x = torch.zeros(1, 1, 16, 16, 16)
+    spot = (6, 9, 10)
+    x[(0, 0, *spot)] = 1.0
+    single = peak_voxel(strided(x, 0)[0, 0])
+    averaged = peak_voxel(shift_averaged(strided, (4, 4, 4))(x, 0)[0, 0])
+    assert np.abs(single - np.array(spot)).max() >= 2  # the cell's corner, not the spot
+    assert np.abs(averaged - np.array(spot)).max() <= 1
+    one = shift_averaged(strided, (1, 1, 1))(x, 0)  # stride 1: the map itself, rescaled
+    assert torch.allclose(one, strided(x, 0) / strided(x, 0).max())
 
 
 def test_cam_upsampling_puts_each_cell_on_its_receptive_field():
