@@ -1,6 +1,6 @@
 """MedMNIST benchmark: this pipeline's test AUC / ACC next to the published MedMNIST v2 rows.
 
-    python -m benchmarks.medmnist --config configs/adrenalmnist3d.yaml --seeds 3 [--members 6]
+    python -m benchmarks.medmnist --config configs/adrenalmnist3d.yaml --seeds 3 [--members 10]
 
 Each model trains with ``src.training.trainer.fit`` on the official ``train`` split in a fresh
 process (so its peak memory is its own), picks ``best.pt`` on ``val`` only, and predicts the
