@@ -194,15 +194,11 @@ def input_saliency(model: nn.Module, x: torch.Tensor, class_idx: int, smooth: in
 
 def shift(x: torch.Tensor, offsets: tuple[int, ...]) -> torch.Tensor:
     """``x`` (B, C, *spatial) moved by ``offsets`` voxels per spatial axis, edges replicated."""
-    for axis, n in enumerate(offsets, start=2):
-        if n == 0:
-            continue
-        size = x.shape[axis]
-        edge = x.narrow(axis, 0 if n > 0 else size - 1, 1)
-        fill = edge.expand(*x.shape[:axis], abs(n), *x.shape[axis + 1 :])
-        kept = x.narrow(axis, 0, size - n) if n > 0 else x.narrow(axis, -n, size + n)
-        x = torch.cat([fill, kept] if n > 0 else [kept, fill], dim=axis)
-    return x
+    pad = [p for n in reversed(offsets) for p in (max(n, 0), max(-n, 0))]  # last axis first
+    padded = F.pad(x, pad, mode="replicate")
+    sizes = x.shape[2:]
+    crop = [slice(max(-n, 0), max(-n, 0) + m) for n, m in zip(offsets, sizes, strict=True)]
+    return padded[(..., *crop)]
 
 
 def shift_averaged(cam_fn, strides: tuple[int, ...]):

@@ -5,6 +5,9 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -77,10 +80,6 @@ def test_same_seed_same_data_whatever_the_string_hash(tmp_path):
     # Python salts str hashes per process (PYTHONHASHSEED), so a set of finding names iterates
     # in a different order in another process. The generator once drew the acute findings in
     # set order: the same seed gave one of two data sets, depending on the process.
-    import os
-    import subprocess
-    import sys
-
     code = (
         "import sys; from src.data.phantom import CHRONIC, FINDINGS, generate_phantom_ct; "
         "print(list(set(FINDINGS) - CHRONIC)); "
