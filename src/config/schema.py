@@ -1,0 +1,179 @@
+"""The run configuration's schema: one dataclass per section."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+
+class ConfigError(ValueError):
+    """A user's configuration mistake; the message names the dotted key and what to do."""
+
+
+@dataclass
+class SplitConfig:
+    strategy: Literal["auto", "column", "stratified", "center_holdout", "kfold"] = "auto"
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+    seed: int = 0
+    holdout_centers: list[str] = field(default_factory=list)
+    n_folds: int = 5
+    fold: int = 0
+
+
+@dataclass
+class AugmentConfig:
+    flip_prob: float = 0.5
+    flip_axes: list[int] = field(default_factory=lambda: [0])
+    affine_prob: float = 0.5
+    rotate_deg: float = 10.0
+    scale: float = 0.1
+    translate: float = 0.0
+    intensity_prob: float = 0.5
+    intensity_shift: float = 0.05
+    intensity_scale: float = 0.1
+    noise_std: float = 0.0
+    contrast_gamma: float = 0.0  # gamma drawn from [1 - g, 1 + g]; 0 = off
+
+
+@dataclass
+class PhantomConfig:
+    kind: Literal["none", "ct", "xray"] = "none"
+    n_patients: int = 300
+    seed: int = 0
+
+
+@dataclass
+class DataConfig:
+    csv: str = ""
+    image_root: str = ""
+    task: Literal["multilabel", "multiclass", "binary"] = "multilabel"
+    image_column: str = "image"
+    label_columns: list[str] = field(default_factory=list)
+    class_names: list[str] = field(default_factory=list)
+    patient_column: str = "patient_id"
+    patient_id_regex: str = ""
+    center_column: str = "center"
+    split_column: str = "split"
+    find_images: Literal["direct", "recursive"] = "direct"
+    test_csv: str = ""
+    test_image_root: str = ""
+    spacing: list[float] = field(default_factory=list)
+    spatial_size: list[int] = field(default_factory=lambda: [64, 64, 48])
+    resize_mode: Literal["pad_crop", "resize", "fit"] = "pad_crop"
+    orientation: str = "RAS"
+    intensity_min: float = -1000.0
+    intensity_max: float = 400.0
+    # window: intensity_min..max -> [0, 1]; bit_depth: stored range (8-16 bit) -> [0, 1];
+    # percentile: the image's 0.5..99.5 percentiles -> [0, 1]
+    intensity_mode: Literal["window", "bit_depth", "percentile"] = "window"
+    cache: Literal["none", "disk", "ram", "disk+ram"] = "disk+ram"
+    cache_dir: str = "outputs/cache"
+    cache_dtype: Literal["float32", "float16"] = "float32"
+    ram_cache_shard: bool = False  # under torchrun: each rank caches only its own fixed shard
+    on_bad_sample: Literal["error", "skip"] = "error"
+    allow_absolute_paths: bool = False
+    phantom: PhantomConfig = field(default_factory=PhantomConfig)
+    medmnist_npz: str = ""  # a MedMNIST .npz imported into image_root on first use
+    split: SplitConfig = field(default_factory=SplitConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+@dataclass
+class ModelConfig:
+    name: str = "resnet3d"
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    scheduler: Literal["cosine", "constant"] = "cosine"
+    warmup_epochs: float = 1.0
+    min_lr_ratio: float = 0.01
+    grad_clip: float = 1.0
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 20
+    batch_size: int = 8
+    accumulate: int = 1
+    seed: int = 0
+    device: str = "auto"
+    amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
+    num_workers: int = -1
+    threads: int = 0
+    pin_memory: bool | Literal["auto"] = "auto"
+    persistent_workers: bool | Literal["auto"] = "auto"
+    prefetch_factor: int = 0
+    pos_weight: bool = False
+    class_weights: bool = False
+    monitor: str = "val/roc_auc_macro"
+    monitor_mode: Literal["max", "min"] = "max"
+    patience: int = 10
+    min_delta: float = 0.0
+    eval_test: bool = True
+    watch_classes: list[str] = field(default_factory=list)
+    sync_batchnorm: bool = False  # under torchrun on GPUs: BatchNorm statistics over all ranks
+    max_nonfinite_steps: int = 5
+
+
+@dataclass
+class CheckpointConfig:
+    save_best: bool = True
+    keep_last_n: int = 0
+
+
+@dataclass
+class WandbConfig:
+    mode: Literal["offline", "online", "disabled"] = "offline"
+    project: str = "radiology-classifier"
+    entity: str = ""
+    tags: list[str] = field(default_factory=list)
+    init_timeout: float = 60.0
+
+
+@dataclass
+class LoggingConfig:
+    output_dir: str = "outputs"
+    run_name: str = ""
+    progress: bool = True
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+
+
+@dataclass
+class EvaluationConfig:
+    """After training: decision thresholds, bootstrap CIs, the report's Grad-CAM gallery."""
+
+    threshold_rule: Literal["youden", "fixed"] = "youden"  # fixed: 0.5 for every class
+    sensitivity_targets: dict[str, float] = field(default_factory=dict)  # class -> sensitivity
+    bootstrap: int = 1000
+    confidence: float = 0.95
+    seed: int = 0
+    gradcam_per_group: int = 2  # scans per (finding, TP/FP/FN) in the report; 0 = none
+    gradcam_method: Literal["gradcam", "gradcam++", "guided"] = "guided"  # reporting.gradcam
+    gradcam_layer: str = ""  # CNN module for the maps; "" = the model's automatic choice
+    gradcam_shift_average: bool = True  # CNN maps: mean over half-stride input shifts (2^dims)
+    report: bool = True
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+
+    @property
+    def spatial_dims(self) -> int:
+        return len(self.data.spatial_size)
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.data.class_names or self.data.label_columns)
