@@ -1,45 +1,78 @@
-"""The run configuration's schema: one dataclass per section."""
+"""The run configuration's schema: one dataclass per section.
+
+``Annotated[..., Range(...)]`` states the values a number may take, next to its key; the loader
+enforces it.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 
 class ConfigError(ValueError):
     """A user's configuration mistake; the message names the dotted key and what to do."""
 
 
+@dataclass(frozen=True)
+class Range:
+    """The values a number (or each number of a list) may take, written as the reference and
+    the error message show them: ``">= 1"``, ``"> 0"``, ``"positive"``, ``"[0, 1)"``."""
+
+    text: str
+
+    def __contains__(self, x: float) -> bool:
+        t = self.text
+        if t == "positive":
+            return x > 0
+        if t.startswith(">="):
+            return x >= float(t[2:])
+        if t.startswith(">"):
+            return x > float(t[1:])
+        low, high = (float(v) for v in t[1:-1].split(","))
+        return (low <= x if t[0] == "[" else low < x) and (x <= high if t[-1] == "]" else x < high)
+
+    def describe(self) -> str:
+        """``positive``, ``>= 1`` or ``in [0, 1)``: what follows "must be" in an error."""
+        return self.text if self.text[0] in "p>" else f"in {self.text}"
+
+
+Probability = Annotated[float, Range("[0, 1]")]
+Fraction = Annotated[float, Range("[0, 1)")]
+AtLeastOne = Annotated[int, Range(">= 1")]
+NonNegative = Annotated[int, Range(">= 0")]
+
+
 @dataclass
 class SplitConfig:
     strategy: Literal["auto", "column", "stratified", "center_holdout", "kfold"] = "auto"
-    val_fraction: float = 0.15
-    test_fraction: float = 0.15
+    val_fraction: Fraction = 0.15
+    test_fraction: Fraction = 0.15
     seed: int = 0
     holdout_centers: list[str] = field(default_factory=list)
-    n_folds: int = 5
+    n_folds: Annotated[int, Range(">= 2")] = 5
     fold: int = 0
 
 
 @dataclass
 class AugmentConfig:
-    flip_prob: float = 0.5
+    flip_prob: Probability = 0.5
     flip_axes: list[int] = field(default_factory=lambda: [0])
-    affine_prob: float = 0.5
+    affine_prob: Probability = 0.5
     rotate_deg: float = 10.0
     scale: float = 0.1
     translate: float = 0.0
-    intensity_prob: float = 0.5
+    intensity_prob: Probability = 0.5
     intensity_shift: float = 0.05
     intensity_scale: float = 0.1
     noise_std: float = 0.0
-    contrast_gamma: float = 0.0  # gamma drawn from [1 - g, 1 + g]; 0 = off
+    contrast_gamma: Fraction = 0.0  # gamma drawn from [1 - g, 1 + g]; 0 = off
 
 
 @dataclass
 class PhantomConfig:
     kind: Literal["none", "ct", "xray"] = "none"
-    n_patients: int = 300
+    n_patients: Annotated[int, Range(">= 10")] = 300
     seed: int = 0
 
 
@@ -58,8 +91,10 @@ class DataConfig:
     find_images: Literal["direct", "recursive"] = "direct"
     test_csv: str = ""
     test_image_root: str = ""
-    spacing: list[float] = field(default_factory=list)
-    spatial_size: list[int] = field(default_factory=lambda: [64, 64, 48])
+    spacing: Annotated[list[float], Range("positive")] = field(default_factory=list)
+    spatial_size: Annotated[list[int], Range("positive")] = field(
+        default_factory=lambda: [64, 64, 48]
+    )
     resize_mode: Literal["pad_crop", "resize", "fit"] = "pad_crop"
     orientation: str = "RAS"
     intensity_min: float = -1000.0
@@ -87,44 +122,44 @@ class ModelConfig:
 
 @dataclass
 class OptimConfig:
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    lr: Annotated[float, Range("positive")] = 1e-3
+    weight_decay: Annotated[float, Range(">= 0")] = 1e-4
+    betas: Annotated[list[float], Range("[0, 1)")] = field(default_factory=lambda: [0.9, 0.999])
     scheduler: Literal["cosine", "constant"] = "cosine"
-    warmup_epochs: float = 1.0
-    min_lr_ratio: float = 0.01
-    grad_clip: float = 1.0
+    warmup_epochs: Annotated[float, Range(">= 0")] = 1.0
+    min_lr_ratio: Annotated[float, Range("[0, 1]")] = 0.01
+    grad_clip: Annotated[float, Range(">= 0")] = 1.0
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = 20
-    batch_size: int = 8
-    accumulate: int = 1
+    epochs: AtLeastOne = 20
+    batch_size: AtLeastOne = 8
+    accumulate: AtLeastOne = 1
     seed: int = 0
     device: str = "auto"
     amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
-    num_workers: int = -1
-    threads: int = 0
+    num_workers: Annotated[int, Range(">= -1")] = -1
+    threads: NonNegative = 0
     pin_memory: bool | Literal["auto"] = "auto"
     persistent_workers: bool | Literal["auto"] = "auto"
-    prefetch_factor: int = 0
+    prefetch_factor: NonNegative = 0
     pos_weight: bool = False
     class_weights: bool = False
     monitor: str = "val/roc_auc_macro"
     monitor_mode: Literal["max", "min"] = "max"
-    patience: int = 10
-    min_delta: float = 0.0
+    patience: AtLeastOne = 10
+    min_delta: Annotated[float, Range(">= 0")] = 0.0
     eval_test: bool = True
     watch_classes: list[str] = field(default_factory=list)
     sync_batchnorm: bool = False  # under torchrun on GPUs: BatchNorm statistics over all ranks
-    max_nonfinite_steps: int = 5
+    max_nonfinite_steps: AtLeastOne = 5
 
 
 @dataclass
 class CheckpointConfig:
     save_best: bool = True
-    keep_last_n: int = 0
+    keep_last_n: NonNegative = 0
 
 
 @dataclass
@@ -133,7 +168,7 @@ class WandbConfig:
     project: str = "radiology-classifier"
     entity: str = ""
     tags: list[str] = field(default_factory=list)
-    init_timeout: float = 60.0
+    init_timeout: Annotated[float, Range("positive")] = 60.0
 
 
 @dataclass
@@ -150,10 +185,10 @@ class EvaluationConfig:
 
     threshold_rule: Literal["youden", "fixed"] = "youden"  # fixed: 0.5 for every class
     sensitivity_targets: dict[str, float] = field(default_factory=dict)  # class -> sensitivity
-    bootstrap: int = 1000
-    confidence: float = 0.95
+    bootstrap: NonNegative = 1000
+    confidence: Annotated[float, Range("(0, 1)")] = 0.95
     seed: int = 0
-    gradcam_per_group: int = 2  # scans per (finding, TP/FP/FN) in the report; 0 = none
+    gradcam_per_group: NonNegative = 2  # scans per (finding, TP/FP/FN) in the report; 0 = none
     gradcam_method: Literal["gradcam", "gradcam++", "guided"] = "guided"  # reporting.gradcam
     gradcam_layer: str = ""  # CNN module for the maps; "" = the model's automatic choice
     gradcam_shift_average: bool = True  # CNN maps: mean over half-stride input shifts (2^dims)
