@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from src.config import ConfigError, config_from_dict, load_config, parse_overrides
+from src.config import (
+    ConfigError,
+    apply_overrides,
+    config_from_dict,
+    load_config,
+    parse_overrides,
+)
 
 BASE = {"data": {"csv": "x.csv", "image_root": ".", "label_columns": ["a"]}}
 
@@ -74,6 +80,33 @@ def test_overrides_use_dotted_keys(tmp_path):
         load_config(path, ["train.epochs=many"])
     with pytest.raises(ConfigError, match="expected KEY=VALUE"):
         parse_overrides(["train.epochs"])
+
+
+def test_apply_overrides_sets_dotted_keys_and_creates_sections():
+    raw = {"data": {"csv": "x.csv", "split": None}, "optim": {"lr": 0.1}}
+    out = apply_overrides(raw, ["data.split.seed=3", "train.epochs=2", "optim.betas=[0.8, 0.9]"])
+    assert out is raw
+    assert raw["data"] == {"csv": "x.csv", "split": {"seed": 3}}
+    assert raw["train"] == {"epochs": 2}
+    assert raw["optim"] == {"lr": 0.1, "betas": [0.8, 0.9]}
+    assert apply_overrides({}, ["logging.run_name=", "train.eval_test=false"]) == {
+        "logging": {"run_name": ""},
+        "train": {"eval_test": False},
+    }
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("optim.lr.max=1", r"^optim\.lr\.max: optim\.lr is not a section"),
+        ("data.csv.x.y=1", r"^data\.csv\.x\.y: data\.csv is not a section"),
+        ("=3", r"^--set =3: expected KEY=VALUE"),
+        ("train.epochs", r"^--set train\.epochs: expected KEY=VALUE"),
+    ],
+)
+def test_apply_overrides_refuses_a_path_through_a_value(override, expected):
+    with pytest.raises(ConfigError, match=expected):
+        apply_overrides({"optim": {"lr": 0.1}, "data": {"csv": "x.csv"}}, [override])
 
 
 def test_yaml_syntax_error_names_file_and_line(tmp_path):

@@ -7,6 +7,7 @@ YAML.
 """
 
 from src.config.loading import (
+    apply_overrides,
     config_to_dict,
     load_config,
     load_yaml,
@@ -44,6 +45,7 @@ __all__ = [
     "SplitConfig",
     "TrainConfig",
     "WandbConfig",
+    "apply_overrides",
     "config_from_dict",
     "config_to_dict",
     "load_config",

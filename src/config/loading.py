@@ -13,34 +13,6 @@ from src.config.schema import Config, ConfigError
 from src.config.validate import config_from_dict
 
 
-def _set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
-    parts = key.split(".")
-    node = raw
-    for part in parts[:-1]:
-        child = node.get(part)
-        if child is None:
-            child = node[part] = {}
-        if not isinstance(child, dict):
-            raise ConfigError(f"{key}: {part} is not a section")
-        node = child
-    node[parts[-1]] = value
-
-
-def parse_overrides(pairs: list[str]) -> list[tuple[str, Any]]:
-    """Parse ``key=value`` strings; values are read as YAML (``[1,2]``, ``true``, ``3``)."""
-    out = []
-    for pair in pairs:
-        if "=" not in pair:
-            raise ConfigError(f"--set {pair}: expected KEY=VALUE, e.g. optim.lr=3e-4")
-        key, text = pair.split("=", 1)
-        try:
-            value = yaml.safe_load(text) if text != "" else ""
-        except yaml.YAMLError:
-            value = text
-        out.append((key.strip(), value))
-    return out
-
-
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping with ``safe_load``; a syntax error names the file and line."""
     path = Path(path)
@@ -65,12 +37,40 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return raw
 
 
+def parse_overrides(pairs: list[str]) -> list[tuple[str, Any]]:
+    """Parse ``key=value`` strings; values are read as YAML (``[1,2]``, ``true``, ``3``)."""
+    out = []
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {pair}: expected KEY=VALUE, e.g. optim.lr=3e-4")
+        try:
+            value = yaml.safe_load(text) if text != "" else ""
+        except yaml.YAMLError:
+            value = text
+        out.append((key.strip(), value))
+    return out
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Set each ``KEY=VALUE`` of ``overrides`` (dotted key, YAML value) into ``raw``, creating
+    missing sections; returns ``raw``. A key that passes through a value is a ConfigError."""
+    for key, value in parse_overrides(overrides):
+        *sections, leaf = key.split(".")
+        node = raw
+        for depth, name in enumerate(sections, start=1):
+            if node.get(name) is None:
+                node[name] = {}
+            node = node[name]
+            if not isinstance(node, dict):
+                raise ConfigError(f"{key}: {'.'.join(sections[:depth])} is not a section")
+        node[leaf] = value
+    return raw
+
+
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     """Load a YAML config file, apply ``key=value`` overrides and validate the result."""
-    raw = load_yaml(path)
-    for key, value in parse_overrides(overrides or []):
-        _set_dotted(raw, key, value)
-    return config_from_dict(raw)
+    return config_from_dict(apply_overrides(load_yaml(path), overrides or []))
 
 
 def config_to_dict(cfg: Config) -> dict[str, Any]:
