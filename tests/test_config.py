@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -14,6 +16,7 @@ from src.config import (
 )
 
 BASE = {"data": {"csv": "x.csv", "image_root": ".", "label_columns": ["a"]}}
+REPO = Path(__file__).resolve().parents[1]
 
 
 def with_value(key: str, value) -> dict:
@@ -120,3 +123,51 @@ def test_shipped_configs_load():
     for name in ("configs/ct.yaml", "configs/ct_rate.yaml"):
         cfg = load_config(name)
         assert cfg.data.label_columns
+
+
+def write_config(path: Path, epochs: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump({**BASE, "train": {"epochs": epochs}}))
+
+
+@pytest.mark.parametrize("name", ["mine.yaml", "mine"])
+def test_bare_name_is_found_in_configs_of_the_working_folder(tmp_path, monkeypatch, name):
+    monkeypatch.chdir(tmp_path)
+    write_config(tmp_path / "configs" / "mine.yaml", epochs=3)
+    assert load_config(name).train.epochs == 3
+
+
+def test_a_file_in_the_working_folder_comes_first(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_config(tmp_path / "mine.yaml", epochs=4)
+    write_config(tmp_path / "configs" / "mine.yaml", epochs=3)
+    assert load_config("mine.yaml").train.epochs == 4
+
+
+@pytest.mark.parametrize("name", ["ct.yaml", "ct"])
+def test_bare_name_falls_back_to_the_repository_configs(tmp_path, monkeypatch, name):
+    monkeypatch.chdir(tmp_path)
+    expected = load_config(REPO / "configs" / "ct.yaml")
+    assert load_config(name) == expected
+
+
+def test_working_folder_configs_come_before_the_repository_configs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_config(tmp_path / "configs" / "ct.yaml", epochs=3)
+    assert load_config("ct").train.epochs == 3
+
+
+def test_config_not_found_names_the_places_searched(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as err:
+        load_config("nope.yaml")
+    message = str(err.value)
+    assert message.startswith("--config: file not found: nope.yaml; looked in the working")
+    assert "configs/ and " in message and str(REPO / "configs") in message
+    assert "\n" not in message
+
+
+def test_a_path_with_a_folder_is_not_searched_for(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=r"^--config: file not found: sub/ct\.yaml$"):
+        load_config("sub/ct.yaml")

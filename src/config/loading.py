@@ -12,12 +12,39 @@ import yaml
 from src.config.schema import Config, ConfigError
 from src.config.validate import config_from_dict
 
+# the repository's own configs/, beside src/: found from any working folder
+REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+def _find_config(path: str | Path) -> Path:
+    """``path`` itself, or for a bare name (``ct.yaml``, ``ct``) the first of
+    ``./configs/<name>[.yaml]`` and ``<repository>/configs/<name>[.yaml]`` that exists."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    if path.parent != Path("."):
+        raise ConfigError(f"--config: file not found: {path}")
+    names = [path.name] if path.suffix in (".yaml", ".yml") else [path.name, f"{path.name}.yaml"]
+    folders = [Path("configs")]
+    if Path("configs").resolve() != REPO_CONFIGS:
+        folders.append(REPO_CONFIGS)
+    for folder in folders:
+        for name in names:
+            if (folder / name).is_file():
+                return folder / name
+    places = ["the working folder", *(f"{folder}/" for folder in folders)]
+    raise ConfigError(
+        f"--config: file not found: {path}; looked in {', '.join(places[:-1])} and {places[-1]}"
+    )
+
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping with ``safe_load``; a syntax error names the file and line."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"--config: file not found: {path}")
+    """Read a YAML mapping with ``safe_load``; a syntax error names the file and line.
+
+    A bare name (``ct.yaml`` or ``ct``) that is not a file here is looked up in ``configs/``
+    of the working folder, then of the repository.
+    """
+    path = _find_config(path)
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
@@ -69,7 +96,8 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
-    """Load a YAML config file, apply ``key=value`` overrides and validate the result."""
+    """Load a YAML config file (found as ``load_yaml`` finds it), apply ``key=value``
+    overrides and validate the result."""
     return config_from_dict(apply_overrides(load_yaml(path), overrides or []))
 
 
