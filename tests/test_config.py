@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from src.config import (
     config_from_dict,
     load_config,
     parse_overrides,
+    show_progress,
 )
 
 BASE = {"data": {"csv": "x.csv", "image_root": ".", "label_columns": ["a"]}}
@@ -171,3 +173,27 @@ def test_a_path_with_a_folder_is_not_searched_for(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigError, match=r"^--config: file not found: sub/ct\.yaml$"):
         load_config("sub/ct.yaml")
+
+
+@pytest.mark.parametrize(
+    ("progress", "terminal", "expected"),
+    [
+        ("auto", True, True),
+        ("auto", False, False),
+        (True, False, True),
+        (False, True, False),
+    ],
+)
+def test_progress_bars_follow_the_terminal_unless_set(monkeypatch, progress, terminal, expected):
+    cfg = config_from_dict(with_value("logging.progress", progress))
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: terminal)
+    assert show_progress(cfg) is expected
+
+
+def test_progress_defaults_to_auto_and_takes_only_true_false_or_auto():
+    assert config_from_dict(BASE).logging.progress == "auto"
+    with pytest.raises(
+        ConfigError,
+        match=r"^logging\.progress: expected true or false or one of .auto., got .yes.$",
+    ):
+        config_from_dict(with_value("logging.progress", "yes"))

@@ -28,6 +28,7 @@ from src.config.schema import (
     SplitConfig,
     TrainConfig,
     WandbConfig,
+    show_progress,
 )
 from src.config.validate import config_from_dict
 
@@ -52,4 +53,5 @@ __all__ = [
     "load_yaml",
     "parse_overrides",
     "save_config",
+    "show_progress",
 ]

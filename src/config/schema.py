@@ -6,6 +6,7 @@ enforces it.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
@@ -175,7 +176,7 @@ class WandbConfig:
 class LoggingConfig:
     output_dir: str = "outputs"
     run_name: str = ""
-    progress: bool = True
+    progress: bool | Literal["auto"] = "auto"  # auto: bars only when stderr is a terminal
     wandb: WandbConfig = field(default_factory=WandbConfig)
 
 
@@ -212,3 +213,12 @@ class Config:
     @property
     def class_names(self) -> list[str]:
         return list(self.data.class_names or self.data.label_columns)
+
+
+def show_progress(cfg: Config) -> bool:
+    """Whether to draw progress bars: ``logging.progress``, with ``auto`` meaning only when
+    stderr is a terminal (so a redirected log is not flooded with bar updates)."""
+    progress = cfg.logging.progress
+    if progress == "auto":
+        return bool(sys.stderr is not None and sys.stderr.isatty())
+    return bool(progress)
