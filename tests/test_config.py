@@ -14,6 +14,7 @@ from src.config import (
     config_from_dict,
     load_config,
     parse_overrides,
+    save_config,
     show_progress,
 )
 
@@ -197,3 +198,21 @@ def test_progress_defaults_to_auto_and_takes_only_true_false_or_auto():
         match=r"^logging\.progress: expected true or false or one of .auto., got .yes.$",
     ):
         config_from_dict(with_value("logging.progress", "yes"))
+
+
+def test_saved_config_loads_back_unchanged(tmp_path):
+    cfg = load_config("ct.yaml", ["logging.progress=false", "data.spacing=[2, 2, 3]"])
+    path = tmp_path / "run" / "config.yaml"
+    save_config(cfg, path)
+    assert load_config(path) == cfg
+    assert [p.name for p in path.parent.iterdir()] == ["config.yaml"]  # no temporary left
+
+
+def test_a_failed_save_leaves_the_old_file(tmp_path, monkeypatch):
+    path = tmp_path / "config.yaml"
+    path.write_text("old")
+    monkeypatch.setattr(yaml, "safe_dump", lambda *a, **k: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        save_config(config_from_dict(BASE), path)
+    assert path.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["config.yaml"]

@@ -11,6 +11,7 @@ import yaml
 
 from src.config.schema import Config, ConfigError
 from src.config.validate import config_from_dict
+from src.files import atomic_write
 
 # the repository's own configs/, beside src/: found from any working folder
 REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -107,4 +108,6 @@ def config_to_dict(cfg: Config) -> dict[str, Any]:
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    """Write the resolved config as YAML, atomically (a crash leaves no torn file)."""
+    with atomic_write(path) as fh:
+        yaml.safe_dump(config_to_dict(cfg), fh, sort_keys=False)
