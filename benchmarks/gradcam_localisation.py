@@ -16,7 +16,7 @@ import json
 import time
 from pathlib import Path
 
-from src.evaluate import evaluation_inputs
+from src.inference.runtime import load_run, run_thresholds, split_outcomes
 from src.reporting.explain import localisation, print_localisation
 from src.reporting.gradcam import CAM_METHODS
 
@@ -33,12 +33,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--margin", type=float, default=0.5, help="slack around each box, in voxels")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
-    run, records, _, onehot, decided, names = evaluation_inputs(
-        args.run, args.split, args.checkpoint
-    )
-    result = localisation(
-        run, records, onehot, decided, names, args.margin, args.method, args.layer
-    )
+    run = load_run(args.run, args.checkpoint)
+    sp = split_outcomes(run, args.split, thresholds=run_thresholds(run))
+    result = localisation(run, sp, args.margin, args.method, args.layer)
     print_localisation(result)
     print(f"{time.perf_counter() - t0:.0f} s")
     out = Path(args.run) / f"gradcam_localisation_{args.split}.json"

@@ -24,9 +24,10 @@ from sklearn.preprocessing import StandardScaler
 from tqdm import tqdm
 
 from src.config import load_config
-from src.data.pipeline import ensure_builtin_data
+from src.data.builtin import ensure_builtin_data
 from src.data.records import read_records
 from src.data.splits import make_splits, split_records
+from src.training.tasks import build_task
 
 PERCENTILES = [1, 5, 10, 25, 50, 75, 90, 95, 99]
 
@@ -44,8 +45,9 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     cfg = load_config(args.config)
     ensure_builtin_data(cfg)
-    records = read_records(cfg)
-    parts = split_records(records, make_splits(records, cfg))
+    task = build_task(cfg)
+    records = read_records(cfg, task)
+    parts = split_records(records, make_splits(records, cfg, task))
     feats = {
         name: np.stack([intensity_features(r["image"]) for r in tqdm(recs, desc=name)])
         for name, recs in parts.items()

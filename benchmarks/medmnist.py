@@ -5,8 +5,9 @@
 Each model trains with ``src.training.trainer.fit`` on the official ``train`` split in a fresh
 process (so its peak memory is its own), picks ``best.pt`` on ``val`` only, and predicts the
 ``test`` split once with that checkpoint, plain and with flip test-time augmentation (the mean
-logit over every combination of flips along ``data.augment.flip_axes``; no flips, so the TTA
-rows equal the plain ones, when training did not flip). With ``--members K``
+logit over the image and every combination of flips along ``data.augment.flip_axes``, as
+``src.evaluate --tta`` does; no flips, so the TTA rows equal the plain ones, when training did
+not flip). With ``--members K``
 each seed ``s`` is an ensemble of K models (``train.seed`` s, s+1000, s+2000, ...; mean logit)
 and its training time is the sum of its members'. Reported apart: single models (mean and std
 over every model), the per-seed ensembles (mean and std over seeds), the ensemble of every
@@ -18,7 +19,6 @@ Writes ``<out>.md`` and ``<out>.json`` (default ``outputs/benchmarks/medmnist``)
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
 import re
@@ -32,36 +32,17 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from src.config import Config, load_config
-from src.data.loaders import build_dataset, build_loader
-from src.data.pipeline import ensure_builtin_data, prepare_splits
+from src.data.builtin import ensure_builtin_data
+from src.data.loaders import evaluation_loader
+from src.data.splits import run_splits
 from src.inference.runtime import load_run
 from src.training.loop import predict
 from src.training.tasks import build_task
 from src.training.trainer import USER_ERRORS, fit
 
-REFERENCE = Path("../shared/reference/medmnist_v2_benchmarks.md")
-
-
-class FlipAverage(nn.Module):
-    """Test-time augmentation: the mean logit over every combination of flips of ``axes``."""
-
-    def __init__(self, model: nn.Module, axes: list[int]):
-        super().__init__()
-        self.model = model
-        dims = [a + 2 for a in axes]  # batch and channel come first
-        self.flips = [c for r in range(len(dims) + 1) for c in itertools.combinations(dims, r)]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.stack([self.model(x.flip(f) if f else x) for f in self.flips]).mean(0)
-
-
-def tta_axes(cfg: Config) -> list[int]:
-    """Flip axes for test-time augmentation: the ones the model was trained with, none when
-    training did not flip (a chest film's heart stays on its side)."""
-    return list(cfg.data.augment.flip_axes) if cfg.data.augment.flip_prob > 0 else []
+REFERENCE = Path(__file__).with_name("medmnist_v2_published.md")  # the published tables
 
 
 def member_seed(seed: int, member: int) -> int:
@@ -78,7 +59,7 @@ def run_seed(
     t0 = time.perf_counter()
     summary = fit(cfg, Path(run_dir))
     train_s = time.perf_counter() - t0
-    logits, tta_logits, labels = predict_test(cfg, Path(run_dir))
+    logits, tta_logits, labels = predict_test(Path(run_dir))
     return {
         "seed": seed,
         "member": member,
@@ -94,18 +75,14 @@ def run_seed(
     }
 
 
-def predict_test(cfg: Config, run_dir: Path) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Test logits of the best checkpoint (picked on val), without and with flip TTA, and the
-    labels."""
-    parts = prepare_splits(cfg, run_dir, reuse=True, progress=False)
-    loader = build_loader(
-        build_dataset(parts["test"], cfg, train=False, progress=False), cfg, False
-    )
+def predict_test(run_dir: Path) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Test logits of the best checkpoint (picked on val), without and with the test-time
+    flips training used (the one prediction path, ``src.training.loop.predict``), and labels."""
     run = load_run(run_dir, "best")  # the run's best checkpoint, strategy-named or not
-    model, device = run.model, run.device
-    logits, labels = predict(model, loader, device)
-    tta, _ = predict(FlipAverage(model, tta_axes(cfg)), loader, device)
-    return logits, tta, labels
+    loader = evaluation_loader(run_splits(run.cfg, run_dir, run.task)["test"], run.cfg)
+    plain = predict(run.model, loader, run.task, run.flips(False), run.device)
+    flipped = predict(run.model, loader, run.task, run.flips(True), run.device)
+    return plain.logits, flipped.logits, plain.labels
 
 
 def published_rows(reference: Path, dataset: str) -> list[tuple[str, float, float]]:
@@ -130,13 +107,13 @@ def summarise(cfg: Config, results: list[dict[str, Any]]) -> dict[str, Any]:
     """Test AUC / ACC, plain and with flip TTA: single models (mean and std over every model),
     each seed's ensemble of its members (mean and std over seeds; only with members > 1), and
     the ensemble of every model."""
-    task = build_task(cfg, np.zeros((2, 1)))
-    labels = torch.tensor(results[0]["labels"])
+    task = build_task(cfg)
+    labels = np.asarray(results[0]["labels"])
     keys = ("roc_auc_macro", "accuracy")
 
     def metrics(logit_lists: list) -> dict[str, float]:
         mean = torch.stack([torch.tensor(x) for x in logit_lists]).mean(0)
-        m = task.metrics(mean, labels)
+        m = task.metrics(task.probabilities(mean), labels)
         return {k: float(m[k]) for k in keys}
 
     def spread(values: list[dict[str, float]]) -> dict[str, Any]:

@@ -53,15 +53,16 @@ from monai.transforms import (
 )
 
 from src.config import config_from_dict
+from src.data.loader_settings import available_cores, resolve_loader_settings
 from src.data.loaders import build_dataset, cache_folder
 from src.data.phantom import FINDINGS, generate_phantom_ct
-from src.data.records import label_matrix, read_records
+from src.data.records import read_records
 from src.data.stream import EpochStream
-from src.data.tuning import available_cores, resolve_loader_settings
 from src.models import create_model
+from src.training.devices import resolve_device
 from src.training.loop import train_epoch
+from src.training.state import TrainingState
 from src.training.tasks import build_task
-from src.training.utils import resolve_device
 
 # name: (kind, data.cache, storage dtype ("" = --cache-dtype), epochs ("n" = --epochs), text).
 # Uncached epochs all cost the same and a cold cache is cold only once: those run one epoch.
@@ -188,13 +189,15 @@ def run_setting(name: str, spec: dict[str, Any]) -> dict[str, Any]:
     torch.set_num_threads(loading.threads)
     torch.manual_seed(0)
     device = resolve_device(cfg.train.device)
-    records = read_records(cfg)[: spec["count"]]
-    task = build_task(cfg, label_matrix(records))
+    task = build_task(cfg)
+    records = read_records(cfg, task)[: spec["count"]]
     model_name, params = MODELS[spec["model"]]
     model = create_model(model_name, 3, 1, task.num_outputs, cfg.data.spatial_size, **params)
     model = model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    constant = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     scaler = torch.amp.GradScaler(device.type, enabled=False)
+    state = TrainingState(cfg, model, optimizer, constant, scaler, device)
     if name == "C-cold":
         shutil.rmtree(cache_folder(cfg), ignore_errors=True)
     n_epochs = spec["epochs"] if n_epochs == "n" else 1
@@ -212,7 +215,7 @@ def run_setting(name: str, spec: dict[str, Any]) -> dict[str, Any]:
     for epoch in range(n_epochs):
         timed = TimedLoader(stream.epoch(epoch) if stream else loader)
         t0 = time.perf_counter()
-        train_epoch(model, timed, task, optimizer, None, scaler, device)
+        train_epoch(state, timed, task)
         seconds = time.perf_counter() - t0
         epochs.append(
             {

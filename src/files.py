@@ -9,6 +9,7 @@ through them (checkpoints, ``splits.json``, ``metrics.csv``, ``thresholds.json``
 from __future__ import annotations
 
 import contextlib
+import csv
 import os
 import shutil
 import tempfile
@@ -18,10 +19,12 @@ from typing import IO, Any
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | Path, mode: str = "w") -> Iterator[IO[Any]]:
+def atomic_write(path: str | Path, mode: str = "w", durable: bool = True) -> Iterator[IO[Any]]:
     """Open a temporary file beside ``path`` (``mode`` ``"w"`` text or ``"wb"`` bytes); when the
-    block ends without an error it is flushed, fsynced and renamed to ``path``; on an error it
-    is deleted and ``path`` is untouched.
+    block ends without an error it is flushed (fsynced when ``durable``) and renamed to
+    ``path``; on an error it is deleted and ``path`` is untouched. ``durable=False`` suits files
+    that are rebuilt when found damaged (cache entries): a crash still never leaves a torn file
+    under the real name, only a power loss may.
 
     ``with atomic_write(p) as fh: fh.write(text)``; ``torch.save(obj, fh)`` and
     ``fig.savefig(fh, format="png")`` work on a ``"wb"`` handle.
@@ -33,11 +36,14 @@ def atomic_write(path: str | Path, mode: str = "w") -> Iterator[IO[Any]]:
         with os.fdopen(fd, mode) as fh:
             yield fh
             fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    if not durable:
+        return
     with contextlib.suppress(OSError):  # make the rename itself durable where the OS allows
         dir_fd = os.open(path.parent, os.O_RDONLY)
         try:
@@ -67,3 +73,23 @@ def atomic_folder(out_dir: str | Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_csv(
+    path: str | Path, rows: list[dict[str, Any]], columns: list[str] | None = None
+) -> None:
+    """A CSV of ``rows`` (dicts), atomically; ``columns`` default to every key, in first-seen
+    order (rows may lack some: their cells stay empty)."""
+    if columns is None:
+        columns = list(dict.fromkeys(k for row in rows for k in row))
+    with atomic_write(path, "w") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def save_figure(fig: Any, path: str | Path, dpi: int = 100) -> Path:
+    """A matplotlib figure as a PNG, atomically (a viewer never sees half a file)."""
+    with atomic_write(path, "wb") as fh:
+        fig.savefig(fh, dpi=dpi, format="png")
+    return Path(path)

@@ -11,6 +11,7 @@ import yaml
 
 from src.config import Config, config_from_dict
 from src.data.phantom import FINDINGS, generate_phantom_ct
+from src.training.trainer import train_model
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("MPLBACKEND", "Agg")
@@ -65,12 +66,11 @@ def tiny_config(tiny_phantom, tmp_path) -> tuple[Config, Path]:
 @pytest.fixture(scope="session")
 def tiny_run(tiny_phantom, tmp_path_factory) -> Path:
     """A finished tiny training run with a test split (and its report); returns the folder."""
-    from src.training.trainer import fit
 
     out = tmp_path_factory.mktemp("tiny_run")
     raw = tiny_raw_config(tiny_phantom, out)
     raw["data"]["split"] |= {"test_fraction": 0.25}
     raw["evaluation"] |= {"bootstrap": 200, "gradcam_per_group": 1}
     run = out / "run"
-    fit(config_from_dict(raw), run)
+    train_model(config_from_dict(raw), run)
     return run

@@ -265,6 +265,24 @@ CASES = [
         [],
         ["model.params.depht: resnet3d has no parameter"],
     ),
+    (
+        "spatial-size-2d-on-3d-volumes",
+        lambda c: (set_raw("data.spatial_size", [8, 8])(c), set_raw("model.name", "resnet2d")(c)),
+        [],
+        ["data.spatial_size: [8, 8] has 2 sizes", "p0.nii.gz has shape (10, 10, 8)"],
+    ),
+    (
+        "model-too-deep-for-the-input",
+        lambda c: c.raw["model"].update(name="densenet3d", params={}),
+        [],
+        ["model.params / data.spatial_size: densenet3d", "needs at least", "conv1_stride"],
+    ),
+    (
+        "monitor-not-logged",
+        set_raw("train.monitor", "val/auroc"),
+        [],
+        ["train.monitor: 'val/auroc' is not a logged metric", "val/roc_auc_macro"],
+    ),
     ("override-without-value", lambda c: None, ["--set", "train.epochs"], ["expected KEY=VALUE"]),
     ("resume-no-checkpoint", lambda c: None, ["--resume"], ["--resume: no checkpoint in"]),
     (
@@ -320,8 +338,8 @@ def test_skip_mode_drops_bad_images_and_counts_them(tmp_path, capsys):
     assert "data.on_bad_sample=skip: skipped 3 of 12 images" in err
     for name in ("p1.nii.gz", "p2.nii.gz", "p3.nii.gz"):
         assert any(name in line and line.startswith("skipped ") for line in err.splitlines())
-    warning = [line for line in err.splitlines() if line.startswith("warning: finding 'b'")]
-    assert len(warning) == 1 and "no positive image in the training split (5 images)" in warning[0]
+    warning = [line for line in err.splitlines() if line.startswith("warning: no training image")]
+    assert len(warning) == 1 and "labelled 'b' (0 of 5 images in the training split)" in warning[0]
     splits = yaml.safe_load((tmp_path / "runs" / "r" / "splits.json").read_text())
     assert len(splits["train"]) == 5 and "p1.nii.gz" not in splits["train"]
     assert "Traceback" not in err

@@ -6,7 +6,8 @@ import csv
 import shutil
 
 from src.config import load_config
-from src.data.pipeline import prepare_splits
+from src.data.splits import prepare_splits
+from src.training.tasks import build_task
 
 NAMES = load_config("configs/ct_rate.yaml").data.label_columns
 
@@ -40,7 +41,7 @@ def test_ct_rate_layout(tmp_path, tiny_phantom, monkeypatch):
         ["data.split.val_fraction=0.25"],
     )
     assert len(cfg.data.label_columns) == 18
-    parts = prepare_splits(cfg, tmp_path, reuse=False, progress=False)
+    parts = prepare_splits(cfg, tmp_path, reuse=False, task=build_task(cfg), progress=False)
     assert len(parts["test"]) == 6 and all(r["id"].startswith("valid_") for r in parts["test"])
     assert len(parts["train"]) + len(parts["val"]) == 16
     patients = {name: {r["patient"] for r in recs} for name, recs in parts.items()}

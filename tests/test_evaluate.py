@@ -9,9 +9,11 @@ import warnings
 
 import numpy as np
 import pytest
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import recall_score, roc_auc_score
 
-from src.evaluate import main, report_after_training
+from src import evaluate
+from src.config import load_config
+from src.evaluate import main
 from src.reporting.thresholds import load_thresholds
 
 
@@ -27,8 +29,10 @@ def test_trainer_writes_a_self_contained_report(tiny_run):
     for rel in named:  # every figure the report names exists and is the embedded one
         assert (tiny_run / rel).is_file(), rel
         assert f"({rel})" in md
-    for fig in ("roc.png", "pr.png", "calibration.png", "confusion.png", "training_curves.png"):
+    for fig in ("roc.png", "pr.png", "calibration.png", "confusion.png"):
         assert f"eval-test/{fig}" in named
+    for fig in ("loss_curve.png", "metric_curve.png", "recall_curve.png"):
+        assert fig in named  # the run folder's own curves
     assert any("gradcam_" in rel for rel in named)
     assert "thresholds chosen on the val split by:" in html and "youden" in html
     assert "| test | all |" in md  # split statistics table
@@ -58,12 +62,21 @@ def test_evaluate_cli_metrics_match_sklearn_on_its_predictions(tiny_run, capsys)
     for name in names:
         y = np.array([int(r[f"true/{name}"]) for r in rows])
         p = np.array([float(r[f"prob/{name}"]) for r in rows])
-        got = summary["metrics"][f"auc/{name}"]
+        tuned = summary["metrics"]["validation_thresholds"]
+        got = tuned[f"auc/{name}"]
         if len(np.unique(y)) == 2:
             assert got["value"] == pytest.approx(roc_auc_score(y, p), abs=1e-5)
             assert got["lo"] <= got["value"] <= got["hi"]
         t = names[name]["threshold"]
-        assert [int(r[f"pred/{name}"]) for r in rows] == (p >= t - 1e-6).astype(int).tolist()
+        pred = (p >= t - 1e-6).astype(int)
+        assert [int(r[f"pred/{name}"]) for r in rows] == pred.tolist()
+        if y.sum():
+            assert tuned[f"sensitivity/{name}"]["value"] == pytest.approx(recall_score(y, pred))
+        at_half = summary["metrics"]["default"][f"sensitivity/{name}"]["value"]
+        if y.sum():
+            assert at_half == pytest.approx(recall_score(y, p >= 0.5), abs=1e-6)
+    assert summary["decisions"]["default"] == "probability >= 0.5 per output"
+    assert "chosen on the val split" in summary["decisions"]["validation_thresholds"]
     assert load_thresholds(tiny_run)["source"] == "val"
 
 
@@ -74,16 +87,36 @@ def test_evaluate_names_a_missing_split_and_checkpoint(tiny_run, capsys):
 
 
 def test_report_failure_only_warns(tiny_run, monkeypatch):
-    import src.evaluate as ev
-
     def broken(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(ev, "evaluate_run", broken)
-    from src.config import load_config
-
+    monkeypatch.setattr(evaluate, "evaluate_run", broken)
     cfg = load_config(tiny_run / "config.yaml")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        assert report_after_training(cfg, tiny_run) is None
-    assert any("run report not written (OSError: disk full)" in str(w.message) for w in caught)
+        assert evaluate.evaluate_after_training(cfg, tiny_run) is None
+    assert any("run evaluation not written (OSError: disk full)" in str(w.message) for w in caught)
+
+
+def test_evaluate_reopens_wandb_with_the_runs_own_settings(tiny_run, monkeypatch):
+    """The tracker gets the run's config (its evaluation.* included) plus the --set overrides,
+    not the defaults."""
+    seen = []
+
+    class Recorder:
+        def __init__(self, cfg, run_dir, run_id=""):
+            seen.append(cfg)
+            self.run = None
+
+        def finish(self):
+            pass
+
+    monkeypatch.setattr(evaluate, "Tracker", Recorder)
+    args = ["--run", str(tiny_run), "--split", "val", "--set", "logging.wandb.mode=offline"]
+    assert evaluate.main([*args, "evaluation.seed=7"]) == 0
+    (cfg,) = seen
+    run_cfg = load_config(tiny_run / "config.yaml")
+    assert run_cfg.evaluation.bootstrap == 200 != type(run_cfg.evaluation)().bootstrap
+    assert cfg.evaluation.bootstrap == 200  # the run's own, not the default 1000
+    assert cfg.evaluation.gradcam_per_group == run_cfg.evaluation.gradcam_per_group
+    assert cfg.evaluation.seed == 7  # and the override

@@ -11,6 +11,7 @@ import torch
 
 from src.config import ConfigError, config_from_dict, load_config
 from src.data.records import read_records
+from src.training.tasks import build_task
 from src.training.utils import CheckpointError, load_checkpoint
 from tests.test_bad_input import Case
 
@@ -128,7 +129,8 @@ def test_absolute_csv_paths_need_the_config_switch(tmp_path, capsys):
     case.raw["data"]["allow_absolute_paths"] = True
     case.raw["train"]["batch_size"] = 64  # stop right after the data checks
     case.run(capsys)
-    assert read_records(config_from_dict(case.raw))[0]["image"] == str(target)
+    cfg = config_from_dict(case.raw)
+    assert read_records(cfg, build_task(cfg))[0]["image"] == str(target)
     case.rows[0]["image"] = "../elsewhere/p0.nii.gz"  # relative escapes stay refused
     code, _, err = case.run(capsys)
     assert code == 2 and "row 2: image path '../elsewhere/p0.nii.gz' leads outside" in err
@@ -140,4 +142,6 @@ def test_absolute_path_inside_the_root_is_accepted(tmp_path, capsys):
     case.raw["train"]["batch_size"] = 64  # stop right after the data checks
     code, _, err = case.run(capsys)
     assert code == 2 and "train.batch_size" in err  # the path passed
-    assert read_records(config_from_dict(case.raw))[0]["image"] == str(case.root / "p0.nii.gz")
+    assert read_records(c := config_from_dict(case.raw), build_task(c))[0]["image"] == str(
+        case.root / "p0.nii.gz"
+    )

@@ -14,9 +14,7 @@ What MONAI 1.6 gets wrong, and this subclass fixes:
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
-import tempfile
 import time
 from copy import deepcopy
 from pathlib import Path
@@ -25,6 +23,8 @@ from typing import Any
 import torch
 from monai.data import PersistentDataset
 from monai.utils import convert_to_tensor
+
+from src.files import atomic_write
 
 
 class CheckedPersistentDataset(PersistentDataset):
@@ -55,14 +55,8 @@ class CheckedPersistentDataset(PersistentDataset):
                 )
                 entry.unlink(missing_ok=True)
         item = self._pre_transform(deepcopy(item_transformed))
-        fd, tmp = tempfile.mkstemp(prefix=f".{entry.name}.", suffix=".tmp", dir=entry.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                torch.save(
-                    convert_to_tensor(item, convert_numeric=False, track_meta=self.track_meta), fh
-                )
-            os.replace(tmp, entry)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_write(entry, "wb", durable=False) as fh:  # a damaged entry is rebuilt
+            torch.save(
+                convert_to_tensor(item, convert_numeric=False, track_meta=self.track_meta), fh
+            )
         return item

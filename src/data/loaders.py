@@ -8,7 +8,7 @@
 
 A disk cache entry's name hashes the image path, its size and modification time and the label,
 so an edited or regenerated file is never served from a stale entry. Loader settings (workers,
-threads, pinning, persistence, prefetch) come from ``src.data.tuning``.
+threads, pinning, persistence, prefetch) come from ``src.data.loader_settings``.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from torch.utils.data import Sampler
 from src.config import Config
 from src.data.augmented import AugmentedDataset
 from src.data.disk_cache import CheckedPersistentDataset
+from src.data.loader_settings import available_cores, resolve_loader_settings
 from src.data.transforms import build_augmentation, build_preprocessing, preprocessing_key
-from src.data.tuning import available_cores, resolve_loader_settings
 
 
 def item_hash(item: dict[str, Any]) -> bytes:
@@ -82,28 +82,21 @@ def drops_single_last(n: int, batch_size: int) -> bool:
     return n > batch_size and n % batch_size == 1
 
 
-def build_loader(
-    dataset: Dataset,
-    cfg: Config,
-    train: bool,
-    generator: torch.Generator | None = None,
-    sampler: Sampler | None = None,
+def evaluation_loader(
+    data: list[dict[str, Any]] | Dataset, cfg: Config, sampler: Sampler | None = None
 ) -> DataLoader:
-    """A MONAI DataLoader for one pass (evaluation; the trainer's epochs use
-    ``src.data.stream.EpochStream``); with ``train`` it shuffles (``generator`` fixes the order)
-    and drops a single-sample last batch. ``sampler`` (a rank's shard under torchrun) replaces
-    the loader's own order."""
+    """One in-order pass over records (built as a dataset without augmentation) or a dataset:
+    validation, test, evaluation. ``sampler`` (a rank's shard under torchrun) replaces the
+    order. Training batches come from ``src.data.stream.EpochStream``."""
+    if isinstance(data, list):
+        data = build_dataset(data, cfg, train=False, progress=False)
     s = resolve_loader_settings(cfg)
-    n = len(sampler) if sampler is not None else len(dataset)
-    drop_last = train and drops_single_last(n, cfg.train.batch_size)
     return DataLoader(
-        dataset,
+        data,
         batch_size=cfg.train.batch_size,
-        shuffle=train and sampler is None,
-        drop_last=drop_last,
+        shuffle=False,
         sampler=sampler,
         num_workers=s.num_workers,
-        generator=generator,
         pin_memory=s.pin_memory,
         persistent_workers=s.persistent_workers,
         prefetch_factor=s.prefetch_factor,

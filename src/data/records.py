@@ -9,8 +9,9 @@ from __future__ import annotations
 import csv
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -23,6 +24,27 @@ class DataError(ValueError):
     """A problem with the user's data; the message names the file/row/column and what to do."""
 
 
+class LabelError(ValueError):
+    """A label cell the task cannot read: the column and what is wrong (the row is added)."""
+
+    def __init__(self, column: str, message: str):
+        super().__init__(message)
+        self.column, self.message = column, message
+
+
+class TaskLabels(Protocol):
+    """What the data layer asks of the task (``src.training.tasks``), so that it never branches
+    on the task kind itself: read a row's labels, count them, stratify on them."""
+
+    output_names: list[str]
+
+    def parse_label(self, cells: Mapping[str, str], columns: list[str]) -> np.ndarray: ...
+
+    def label_counts(self, labels: np.ndarray) -> dict[str, int]: ...
+
+    def strata(self, labels: np.ndarray) -> np.ndarray: ...
+
+
 def _index_images(root: Path) -> dict[str, Path]:
     """Map bare file names to paths for layouts with nested folders (CT-RATE's train/x/y/z)."""
     index: dict[str, Path] = {}
@@ -30,17 +52,6 @@ def _index_images(root: Path) -> dict[str, Path]:
         if path.is_file() and path.name.lower().endswith(IMAGE_SUFFIXES):
             index.setdefault(path.name, path)
     return index
-
-
-def _parse_label(value: str, csv_path: Path, row: int, column: str) -> float:
-    text = value.strip()
-    if text in ("0", "1", "0.0", "1.0"):
-        return float(text)
-    shown = repr(value) if text else "a blank cell"
-    raise DataError(
-        f"{csv_path} row {row}, column {column!r}: label must be 0 or 1, got {shown}; "
-        "fix the cell or drop the row"
-    )
 
 
 def _image_path(root: Path, name: str, allow_absolute: bool) -> Path | None:
@@ -65,13 +76,16 @@ def _patient_of(row: dict[str, str], name: str, d: DataConfig) -> str:
 
 
 def read_records(
-    cfg: Config, csv_path: str | Path | None = None, image_root: str | Path | None = None
+    cfg: Config,
+    task: TaskLabels,
+    csv_path: str | Path | None = None,
+    image_root: str | Path | None = None,
 ) -> list[dict[str, Any]]:
     """Read and validate ``csv_path`` (default ``data.csv``); return one record per row.
 
-    A record holds ``image`` (absolute path), ``label`` (float32 array: one 0/1 per finding for
-    multi-label, a class index for multi-class, one 0/1 for binary), ``id`` (the CSV's image
-    cell), ``patient``, ``center`` and ``split`` (empty when the CSV has none).
+    A record holds ``image`` (absolute path), ``label`` (float32 array, as ``task.parse_label``
+    reads the label cells), ``id`` (the CSV's image cell), ``patient``, ``center`` and ``split``
+    (empty when the CSV has none), and where it came from (``csv``, ``row``).
     """
     d = cfg.data
     csv_path = Path(csv_path or d.csv)
@@ -94,7 +108,6 @@ def read_records(
             f"data.label_columns); the CSV has: {', '.join(columns)}"
         )
     index = _index_images(root) if d.find_images == "recursive" else None
-    class_to_index = {c: i for i, c in enumerate(cfg.class_names)}
     records, seen = [], {}
     for i, row in enumerate(rows, start=2):
         name = (row[d.image_column] or "").strip()
@@ -123,17 +136,10 @@ def read_records(
                     f"{csv_path} row {i}: image file not found: {path}; "
                     "check data.image_root or remove the row"
                 )
-        if d.task == "multilabel":
-            label = np.array(
-                [_parse_label(row[c] or "", csv_path, i, c) for c in d.label_columns], np.float32
-            )
-        elif d.task == "binary":
-            label = np.array(
-                [_parse_label(row[d.label_columns[0]] or "", csv_path, i, d.label_columns[0])],
-                np.float32,
-            )
-        else:
-            label = np.array(_parse_class(row[d.label_columns[0]], class_to_index, csv_path, i, d))
+        try:
+            label = task.parse_label(row, d.label_columns)
+        except LabelError as err:
+            raise DataError(f"{csv_path} row {i}, column {err.column!r}: {err.message}") from None
         records.append(
             {
                 "image": str(path),
@@ -147,20 +153,6 @@ def read_records(
             }
         )
     return records
-
-
-def _parse_class(
-    value: str | None, class_to_index: dict[str, int], csv_path: Path, row: int, d: DataConfig
-) -> np.float32:
-    text = (value or "").strip()
-    if text in class_to_index:
-        return np.float32(class_to_index[text])
-    if text.lstrip("-").isdigit() and 0 <= int(text) < len(class_to_index):
-        return np.float32(int(text))
-    raise DataError(
-        f"{csv_path} row {row}, column {d.label_columns[0]!r}: unknown class {value!r}; "
-        f"expected one of {', '.join(class_to_index)} or an index 0..{len(class_to_index) - 1}"
-    )
 
 
 def label_matrix(records: list[dict[str, Any]]) -> np.ndarray:

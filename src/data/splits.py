@@ -1,14 +1,15 @@
 """Train/val/test splits: from the CSV's split column or seeded, patient-grouped and stratified.
 
-Splits are made once, written to ``splits.json`` in the run folder and reused on resume. A
-patient in two splits is an error whatever made the split.
+``prepare_splits`` is the way from a config to the records of each split: built-in data made on
+first use, the CSV(s) read and checked, every image checked, and the splits made once, written to
+``splits.json`` in the run folder and reused on resume. ``run_splits`` reads a finished run's
+splits as they are. A patient in two splits is an error whatever made the split.
 """
 
 from __future__ import annotations
 
 import json
 import warnings
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,10 @@ import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
 from src.config import Config
-from src.data.records import DataError
+from src.data.builtin import ensure_builtin_data
+from src.data.records import DataError, TaskLabels, label_matrix, read_records
+from src.data.validate import check_images
+from src.files import atomic_write
 
 SPLITS = ("train", "val", "test")
 SPLIT_ALIASES = {
@@ -27,22 +31,6 @@ SPLIT_ALIASES = {
     "validation": "val",
     "test": "test",
 }
-
-
-def stratification_labels(records: list[dict[str, Any]], task: str) -> np.ndarray:
-    """One class per record to stratify on: the class itself, or for multi-label the rarest
-    positive finding of the record (-1 for none), so rare findings spread across splits."""
-    labels = np.stack([r["label"] for r in records])
-    if task == "multiclass":
-        return labels.astype(int)
-    if labels.ndim == 1 or labels.shape[1] == 1:
-        return labels.reshape(len(labels)).astype(int)
-    prevalence = labels.mean(0)
-    order = np.argsort(prevalence)  # rarest first
-    strat = np.full(len(labels), -1)
-    for j in order[::-1]:  # later (rarer) findings overwrite commoner ones
-        strat[labels[:, j] > 0.5] = j
-    return strat
 
 
 def _group_fold(idx: np.ndarray, y: np.ndarray, groups: np.ndarray, fraction: float, seed: int):
@@ -63,16 +51,20 @@ def _group_fold(idx: np.ndarray, y: np.ndarray, groups: np.ndarray, fraction: fl
 
 
 def make_splits(
-    records: list[dict[str, Any]], cfg: Config, test_records: list[dict[str, Any]] | None = None
+    records: list[dict[str, Any]],
+    cfg: Config,
+    task: TaskLabels,
+    test_records: list[dict[str, Any]] | None = None,
 ) -> dict[str, list[str]]:
-    """Assign every record id to train, val or test following ``data.split``."""
+    """Assign every record id to train, val or test following ``data.split``; splits are
+    stratified on ``task.strata`` of the labels."""
     s = cfg.data.split
     strategy = s.strategy
     if strategy == "auto":
         strategy = "column" if any(r["split"] for r in records) else "stratified"
     ids = np.array([r["id"] for r in records])
     groups = np.array([r["patient"] for r in records])
-    y = stratification_labels(records, cfg.data.task)
+    y = task.strata(label_matrix(records))
     all_idx = np.arange(len(records))
     test_fraction = 0.0 if test_records else s.test_fraction
 
@@ -136,7 +128,9 @@ def check_splits(splits: dict[str, list[str]], records: list[dict[str, Any]]) ->
 
 
 def save_splits(splits: dict[str, list[str]], path: str | Path, meta: dict[str, Any]) -> None:
-    Path(path).write_text(json.dumps({"meta": meta, **splits}, indent=1))
+    """``splits.json`` (read back on every resume), written atomically."""
+    with atomic_write(path) as fh:
+        json.dump({"meta": meta, **splits}, fh, indent=1)
 
 
 def load_splits(path: str | Path) -> dict[str, list[str]]:
@@ -161,19 +155,67 @@ def split_records(
     return out
 
 
-def describe_splits(parts: dict[str, list[dict[str, Any]]], class_names: list[str]) -> str:
-    """One line per split: images, patients and positives (or class counts)."""
+def describe_splits(parts: dict[str, list[dict[str, Any]]], task: TaskLabels) -> str:
+    """One line per split: images, patients and label counts (positives, or images per class)."""
     lines = []
     for name, recs in parts.items():
         if not recs:
             continue
-        labels = np.stack([r["label"] for r in recs])
-        if labels.ndim == 1:
-            counts = Counter(int(v) for v in labels)
-            per = ", ".join(f"{class_names[k]} {counts.get(k, 0)}" for k in range(len(class_names)))
-        else:
-            names = class_names[-labels.shape[1] :]  # binary [negative, positive]: positives
-            per = ", ".join(f"{c} {int(n)}" for c, n in zip(names, labels.sum(0), strict=False))
+        counts = task.label_counts(label_matrix(recs))
+        per = ", ".join(f"{c} {n}" for c, n in counts.items())
         patients = len({r["patient"] for r in recs})
         lines.append(f"{name}: {len(recs)} images, {patients} patients ({per})")
     return "\n".join(lines)
+
+
+def read_all_records(
+    cfg: Config, task: TaskLabels
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(records of ``data.csv``, records of ``data.test_csv`` or []); an image in both is an
+    error."""
+    records = read_records(cfg, task)
+    if not cfg.data.test_csv:
+        return records, []
+    test_records = read_records(cfg, task, cfg.data.test_csv, cfg.data.test_image_root or None)
+    clash = {r["id"] for r in records} & {r["id"] for r in test_records}
+    if clash:
+        raise DataError(
+            f"data.test_csv: image {sorted(clash)[0]!r} is also in data.csv; "
+            "a test image must not be trained on"
+        )
+    return records, test_records
+
+
+def prepare_splits(
+    cfg: Config, run_dir: Path, reuse: bool, task: TaskLabels, progress: bool = True
+) -> dict[str, list[dict[str, Any]]]:
+    """Records of train/val/test. Splits come from ``run_dir/splits.json`` when ``reuse`` (a
+    resumed run), else they are made from ``data.split`` and written there."""
+    ensure_builtin_data(cfg, progress)
+    records, test_records = read_all_records(cfg, task)
+    # every image file checked (header and voxels, remembered per file version) before training
+    records = check_images(records, cfg, progress)
+    test_records = check_images(test_records, cfg, progress) if test_records else []
+    path = Path(run_dir) / "splits.json"
+    if reuse and path.is_file():
+        splits = load_splits(path)
+    else:
+        splits = make_splits(records, cfg, task, test_records)
+        meta = {
+            "strategy": cfg.data.split.strategy,
+            "seed": cfg.data.split.seed,
+            "csv": str(cfg.data.csv),
+            "test_csv": str(cfg.data.test_csv),
+        }
+        save_splits(splits, path, meta)
+    return split_records(records + test_records, splits, str(path))
+
+
+def run_splits(cfg: Config, run_dir: Path, task: TaskLabels) -> dict[str, list[dict[str, Any]]]:
+    """Records of a finished run's own ``splits.json``. Unlike training, this never (re)generates
+    data: a run is evaluated on the data it was split from, as it is."""
+    path = Path(run_dir) / "splits.json"
+    if not path.is_file():
+        raise DataError(f"{path}: not found; is {run_dir} a run folder of the trainer?")
+    records, test_records = read_all_records(cfg, task)
+    return split_records(records + test_records, load_splits(path), str(path))

@@ -22,14 +22,14 @@ from torch.utils.data import BatchSampler, DistributedSampler, Sampler
 
 from src.config import Config
 from src.data.augmented import AugmentedDataset, SeededIndex
+from src.data.loader_settings import resolve_loader_settings
 from src.data.loaders import drops_single_last
-from src.data.tuning import resolve_loader_settings
 
 
 class EpochBatchSampler(Sampler[list[SeededIndex]]):
     """Batches of ``SeededIndex(epoch seed, index)`` for epochs ``start .. end - 1`` in turn.
 
-    A last batch of one sample is dropped (``drops_single_last``, as ``build_loader`` does);
+    A last batch of one sample is dropped (``drops_single_last``, as training always does);
     batches never cross an epoch boundary.
     """
 

@@ -29,8 +29,8 @@ import numpy as np
 from tqdm import tqdm
 
 from src.config import Config, ConfigError
-from src.data.records import DataError
-from src.training.utils import atomic_write_text
+from src.data.records import DataError, TaskLabels, label_matrix
+from src.files import atomic_write
 
 CHECKS_VERSION = 1
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -127,10 +127,32 @@ def _where(rec: dict[str, Any]) -> str:
     return f"{row}image {rec['image']}"
 
 
+def check_spatial_dims(records: list[dict[str, Any]], cfg: Config) -> None:
+    """``data.spatial_size`` must have one size per axis of the images: the first NIfTI file's
+    header (no voxels read) decides; a mismatch is a config error, not a bad image."""
+    first = next((r for r in records if r["image"].lower().endswith(NIFTI_SUFFIXES)), None)
+    if first is None or Path(first["image"]).stat().st_size == 0:
+        return
+    try:
+        shape = tuple(int(s) for s in nib.load(first["image"]).shape)
+    except Exception:
+        return  # an unreadable file is reported by the per-image checks
+    dims = len(shape)
+    while dims > 2 and shape[dims - 1] == 1:
+        dims -= 1
+    if cfg.spatial_dims == 2 and dims == 3:
+        raise ConfigError(
+            f"data.spatial_size: {list(cfg.data.spatial_size)} has 2 sizes (2D images) but the "
+            f"images are 3D volumes ({_where(first)} has shape {shape}); give 3 sizes, e.g. "
+            "[64, 64, 48]"
+        )
+
+
 def check_images(
     records: list[dict[str, Any]], cfg: Config, progress: bool = True
 ) -> list[dict[str, Any]]:
     """The records whose image passes every check (all of them, or an error, by default)."""
+    check_spatial_dims(records, cfg)
     dims = cfg.spatial_dims
     memo_path = Path(cfg.data.cache_dir) / "image_checks.json"
     memo: dict[str, str] = {}
@@ -148,8 +170,8 @@ def check_images(
             bar = tqdm(found, total=len(todo), desc="check images", disable=not progress)
             for (key, _), problem in zip(todo, bar, strict=True):
                 memo[key] = problem or ""
-        memo_path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(json.dumps(memo), memo_path)
+        with atomic_write(memo_path) as fh:
+            json.dump(memo, fh)
     bad = [(r, memo[k]) for r, k in zip(records, keys, strict=True) if memo[k]]
     if not bad:
         return records
@@ -173,30 +195,21 @@ def check_images(
     return kept
 
 
-def check_training_split(parts: dict[str, list[dict[str, Any]]], cfg: Config) -> None:
-    """Errors and warnings that need the split: batch size, findings never positive in training."""
+def check_training_split(
+    parts: dict[str, list[dict[str, Any]]], cfg: Config, task: TaskLabels
+) -> None:
+    """Errors and warnings that need the split: batch size, a class never seen in training."""
     train = parts["train"]
     if cfg.train.batch_size > len(train):
         raise ConfigError(
             f"train.batch_size: {cfg.train.batch_size} is larger than the training split "
             f"({len(train)} images); lower train.batch_size"
         )
-    labels = np.stack([r["label"] for r in train])
-    names = cfg.class_names
-    if cfg.data.task == "multiclass":
-        counts = np.bincount(labels.astype(int).reshape(-1), minlength=len(names))
-        absent = [names[k] for k in np.flatnonzero(counts == 0)]
-        what = "class {!r} has no image"
-    else:
-        labels = labels.reshape(len(labels), -1)
-        if cfg.data.task == "binary":
-            names = names[-1:]  # [negative, positive] or [positive]
-        absent = [names[j] for j in np.flatnonzero(labels.sum(0) == 0)]
-        what = "finding {!r} has no positive image"
-    for name in absent:
-        print(
-            f"warning: {what.format(name)} in the training split ({len(train)} images); the "
-            "model cannot learn it and its AUC is undefined: add examples or drop it from "
-            "data.label_columns",
-            file=sys.stderr,
-        )
+    for name, count in task.label_counts(label_matrix(train)).items():
+        if count == 0:
+            print(
+                f"warning: no training image is labelled {name!r} (0 of {len(train)} images "
+                "in the training split); the model cannot learn it and its AUC is undefined: "
+                "add examples or drop it from the labels",
+                file=sys.stderr,
+            )

@@ -20,7 +20,8 @@ import torch
 
 from src.data.transforms import preprocessing_settings
 from src.inference.runtime import USER_ERRORS, LoadedRun, load_run
-from src.reporting.thresholds import load_thresholds, rule_summary, task_class_names
+from src.reporting.thresholds import load_thresholds, rule_summary, threshold_values
+from src.training.loop import predict
 
 TOLERANCE = 1e-4
 
@@ -34,13 +35,13 @@ def export_metadata(run: LoadedRun) -> dict[str, Any]:
     cfg, thresholds = run.cfg, load_thresholds(run.run_dir)
     return {
         "model": cfg.model.name,
-        "task": cfg.data.task,
-        "class_names": task_class_names(cfg),
-        "activation": "softmax" if cfg.data.task == "multiclass" else "sigmoid",
+        "task": run.task.kind,
+        "class_names": run.task.output_names,
+        "activation": run.task.activation,
         "input_shape": [-1, 1, *cfg.data.spatial_size],
         "preprocessing": preprocessing_settings(cfg),
-        "thresholds": {n: c["threshold"] for n, c in (thresholds or {}).get("classes", {}).items()},
-        "threshold_rule": rule_summary(thresholds) if thresholds else "none stored",
+        "thresholds": threshold_values(thresholds),
+        "threshold_rule": rule_summary(thresholds) if thresholds else run.task.default_decision,
         "checkpoint": str(run.checkpoint),
     }
 
@@ -105,8 +106,7 @@ def exported_logits(path: Path, x: torch.Tensor) -> np.ndarray:
 def check_export(run: LoadedRun, path: Path, n: int = 3) -> float:
     """Max |logit difference| to PyTorch on a seeded batch of ``n`` (another size than traced)."""
     x = sample_batch(run, n, seed=1)
-    with torch.no_grad():
-        ref = run.model(x).float().cpu().numpy()
+    ref = predict(run.model, [{"image": x}], run.task, device=run.device).logits.numpy()
     diff = float(np.abs(exported_logits(path, x) - ref).max())
     if diff > TOLERANCE:
         raise ExportError(f"{path}: outputs differ from PyTorch by {diff:.2e} > {TOLERANCE:g}")

@@ -1,18 +1,20 @@
 """Predict new scans with a trained run (`python -m src.inference.predict --run R FILES --out F`).
 
 Files and folders (every image file directly inside) go through the run's own preprocessing,
-read from its checkpoint. Writes a CSV (one row per readable file: per-class probabilities and
-thresholded labels) and a JSON beside it (the same plus class names, thresholds and their rule,
-and the files that failed). A file that cannot be read is named on stderr and the rest still
-run; the exit status is 0 when every file was predicted, 1 when any failed, 2 for a usage error.
+read from its checkpoint. Writes a CSV (one row per readable file: per-output probabilities
+``prob/<name>``, decisions ``pred/<name>`` at the run's thresholds or arg-max, and ``predicted``,
+the names decided positive) and a JSON beside it (the same plus class names, thresholds and
+their rule, and the files that failed). A file that cannot be read is named on stderr and the
+rest still run; the exit status is 0 when every file was predicted, 1 when any failed, 2 for a
+usage error.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +24,10 @@ from monai.transforms import Compose
 from src.config import ConfigError
 from src.data.records import IMAGE_SUFFIXES
 from src.data.transforms import build_augmentation, build_preprocessing
-from src.inference.runtime import USER_ERRORS, LoadedRun, load_run, predict_batch
-from src.reporting.thresholds import load_thresholds, rule_summary, task_class_names
+from src.files import atomic_write, write_csv
+from src.inference.runtime import USER_ERRORS, LoadedRun, load_run
+from src.reporting.thresholds import load_thresholds, rule_summary, threshold_values
+from src.training.loop import predict
 
 
 def collect_inputs(paths: list[str]) -> tuple[list[Path], list[tuple[str, str]]]:
@@ -53,39 +57,42 @@ def root_cause(err: BaseException) -> str:
     return f"{type(err).__name__}: {text}"
 
 
-def predict_files(
-    run: LoadedRun, files: list[Path], thresholds: dict[str, Any] | None, tta: bool = False
-) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
-    """Rows of predictions of the readable files, and (file, reason) of those that failed."""
-    cfg, names = run.cfg, task_class_names(run.cfg)
-    transform = Compose([build_preprocessing(cfg), build_augmentation(cfg, train=False)])
-    multiclass = cfg.data.task == "multiclass"
-    cut = {n: (thresholds or {}).get("classes", {}).get(n, {}).get("threshold", 0.5) for n in names}
-    rows, failed, batch, batch_files = [], [], [], []
-
-    def flush() -> None:
-        probs = predict_batch(run.model, torch.stack(batch).to(run.device), cfg, tta).numpy()
-        for f, p in zip(batch_files, probs, strict=True):
-            row: dict[str, Any] = {"file": str(f)}
-            row |= {f"prob/{n}": round(float(v), 6) for n, v in zip(names, p, strict=True)}
-            if multiclass:
-                row["predicted"] = names[int(p.argmax())]
-            else:
-                row |= {f"label/{n}": int(v >= cut[n]) for n, v in zip(names, p, strict=True)}
-            rows.append(row)
-        batch.clear(), batch_files.clear()
-
+def file_batches(
+    run: LoadedRun, files: list[Path], read: list[Path], failed: list[tuple[str, str]]
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Batches of ``files`` through the run's preprocessing, read one at a time; appends each
+    file to ``read`` or, with the reason, to ``failed`` (the rest still run)."""
+    transform = Compose([build_preprocessing(run.cfg), build_augmentation(run.cfg, train=False)])
+    batch: list[torch.Tensor] = []
     for f in files:
         try:
             batch.append(transform({"image": str(f)})["image"])
-            batch_files.append(f)
+            read.append(f)
         except Exception as err:  # any unreadable file: name it, go on with the rest
             failed.append((str(f), root_cause(err)))
-            continue
-        if len(batch) == cfg.train.batch_size:
-            flush()
+        if len(batch) == run.cfg.train.batch_size:
+            yield {"image": torch.stack(batch)}
+            batch = []
     if batch:
-        flush()
+        yield {"image": torch.stack(batch)}
+
+
+def prediction_rows(
+    run: LoadedRun, files: list[Path], thresholds: dict[str, Any] | None, tta: bool = False
+) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
+    """Rows of predictions of the readable files (probabilities, decisions, the names of the
+    outputs decided positive), and (file, reason) of those that failed."""
+    task, read, failed = run.task, [], []
+    out = predict(run.model, file_batches(run, files, read, failed), task, run.flips(tta))
+    probs = out.probabilities
+    decided = task.decisions(probs, threshold_values(thresholds))
+    rows = []
+    for f, p, d in zip(read, probs, decided, strict=True):
+        row: dict[str, Any] = {"file": str(f)}
+        row |= {f"prob/{n}": round(float(v), 6) for n, v in zip(task.output_names, p, strict=True)}
+        row |= {f"pred/{n}": int(v) for n, v in zip(task.output_names, d, strict=True)}
+        row["predicted"] = "; ".join(n for n, v in zip(task.output_names, d, strict=True) if v)
+        rows.append(row)
     return rows, failed
 
 
@@ -97,24 +104,20 @@ def write_outputs(
     thresholds: dict[str, Any] | None,
 ) -> Path:
     """The CSV at ``out`` and the JSON beside it; returns the JSON path."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    columns = list(rows[0]) if rows else ["file"]
-    with open(out, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(out, rows, None if rows else ["file"])
     meta = {
         "run": str(run.run_dir),
         "checkpoint": str(run.checkpoint),
-        "task": run.cfg.data.task,
-        "class_names": task_class_names(run.cfg),
+        "task": run.task.kind,
+        "class_names": run.task.output_names,
         "thresholds": thresholds,
-        "threshold_rule": rule_summary(thresholds) if thresholds else "none stored: 0.5",
+        "decision": rule_summary(thresholds) if thresholds else run.task.default_decision,
         "predictions": rows,
         "failed": [{"file": f, "error": why} for f, why in failed],
     }
     path = out.with_suffix(".json")
-    path.write_text(json.dumps(meta, indent=1))
+    with atomic_write(path) as fh:
+        json.dump(meta, fh, indent=1)
     return path
 
 
@@ -124,7 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("inputs", nargs="+", help="image files and/or folders of images")
     ap.add_argument("--out", default="predictions.csv", help="CSV to write (JSON beside it)")
     ap.add_argument("--checkpoint", default="best", help="best, last, final or a checkpoint path")
-    ap.add_argument("--tta", action="store_true", help="average over flips (test-time aug.)")
+    ap.add_argument(
+        "--tta", action="store_true", help="average over the flips training used (none if none)"
+    )
     args = ap.parse_args(argv)
     try:
         run = load_run(args.run, args.checkpoint)
@@ -132,13 +137,13 @@ def main(argv: list[str] | None = None) -> int:
         if not files:
             raise ConfigError("inputs: no image files found in " + ", ".join(args.inputs))
         thresholds = load_thresholds(run.run_dir)
-        if thresholds is None and run.cfg.data.task != "multiclass":
+        if thresholds is None and run.task.threshold_names:
             print(
                 f"warning: {run.run_dir}/thresholds.json missing (run `python -m src.evaluate "
                 f"--run {run.run_dir}` to choose thresholds on validation); using 0.5",
                 file=sys.stderr,
             )
-        rows, unreadable = predict_files(run, files, thresholds, args.tta)
+        rows, unreadable = prediction_rows(run, files, thresholds, args.tta)
         failed += unreadable
         meta = write_outputs(rows, failed, Path(args.out), run, thresholds)
     except USER_ERRORS as err:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Iterable, Sequence
 
+import torch
 from torch import nn
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
@@ -77,4 +78,38 @@ def create_model(
         num_classes=num_classes,
         image_size=tuple(image_size) if image_size is not None else None,
         **params,
+    )
+
+
+def _runs_at(model: nn.Module, in_channels: int, size: Sequence[int]) -> bool:
+    """Whether a forward pass of one image of ``size`` gets through (meta tensors: shapes only)."""
+    try:
+        model(torch.empty(1, in_channels, *size, device="meta"))
+    except RuntimeError:
+        return False
+    return True
+
+
+def check_input_size(
+    name: str, spatial_dims: int, in_channels: int, size: Sequence[int], **params: object
+) -> None:
+    """Raise ``ModelError`` when model ``name`` shrinks an input of ``size`` to nothing before
+    its last layer (too many strides for the volume), naming the smallest size per axis that
+    fits. Shapes only, on the meta device: no weights are computed and no data is needed."""
+    with torch.random.fork_rng(devices=[]), torch.device("meta"):
+        model = create_model(name, spatial_dims, in_channels, 2, size, **params).eval()
+    if _runs_at(model, in_channels, size):
+        return
+    lo, hi = max(size), 4096
+    if not _runs_at(model, in_channels, [hi] * spatial_dims):
+        return  # not a matter of size: the real forward pass will say what is wrong
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if _runs_at(model, in_channels, [mid] * spatial_dims) else (mid, hi)
+    stem = [k for k in ("conv1_stride", "no_max_pool") if k in model_params(name)]
+    smaller = f" or a stem that downsamples less (model.params: {', '.join(stem)})" if stem else ""
+    raise ModelError(
+        f"model.params / data.spatial_size: {name} with model.params {dict(params)} downsamples "
+        f"data.spatial_size {list(size)} to nothing before its last layer; it needs at least "
+        f"{hi} voxels per axis: raise data.spatial_size{smaller}"
     )

@@ -12,7 +12,6 @@ import argparse
 import re
 import sys
 from pathlib import Path
-from typing import Any
 
 import matplotlib
 
@@ -20,7 +19,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from src.inference.runtime import LoadedRun
+from src.files import save_figure
+from src.inference.runtime import (
+    USER_ERRORS,
+    LoadedRun,
+    SplitOutcomes,
+    load_run,
+    run_thresholds,
+    split_outcomes,
+)
 from src.reporting.gradcam import (
     CAM_METHODS,
     build_cam,
@@ -71,11 +78,7 @@ def _views(image: np.ndarray, heat: np.ndarray, peak: np.ndarray):
 
 def draw_gallery(
     run: LoadedRun,
-    records: list[dict[str, Any]],
-    probs: np.ndarray,
-    onehot: np.ndarray,
-    decided: np.ndarray,
-    names: list[str],
+    sp: SplitOutcomes,
     out_dir: Path,
     n: int,
     method: str = "",
@@ -85,9 +88,10 @@ def draw_gallery(
     how the maps were made (``method`` / ``layer``: the run's ``evaluation.gradcam_*``)."""
     cam, method = build_cam(run.model, run.cfg, method, layer)
     out_dir.mkdir(parents=True, exist_ok=True)
+    records, probs = sp.records, sp.probs
     paths = []
-    for j, name in enumerate(names):
-        cases = pick_cases(onehot[:, j], probs[:, j], decided[:, j], n)
+    for j, name in enumerate(run.task.output_names):
+        cases = pick_cases(sp.truth[:, j], probs[:, j], sp.decided[:, j], n)
         rows = [(kind, i) for kind in OUTCOMES for i in cases[kind]]
         if not rows:
             continue
@@ -107,7 +111,7 @@ def draw_gallery(
         fig.suptitle(name, fontsize=9)
         fig.tight_layout()
         path = out_dir / f"gradcam_{slug(name)}.png"
-        fig.savefig(path, dpi=80)
+        save_figure(fig, path, dpi=80)
         plt.close(fig)
         paths.append(path)
     return paths, method
@@ -115,10 +119,7 @@ def draw_gallery(
 
 def localisation(
     run: LoadedRun,
-    records: list[dict[str, Any]],
-    onehot: np.ndarray,
-    decided: np.ndarray,
-    names: list[str],
+    sp: SplitOutcomes,
     margin: float = 0.5,
     method: str = "",
     layer: str = "",
@@ -128,10 +129,11 @@ def localisation(
     if regions is None:
         return None
     cam, _ = build_cam(run.model, run.cfg, method, layer)
+    records = sp.records
     out: dict[str, dict[str, float]] = {}
-    for j, name in enumerate(names):
+    for j, name in enumerate(run.task.output_names):
         hits = total = 0
-        for i in np.flatnonzero((onehot[:, j] == 1) & (decided[:, j] == 1)):
+        for i in np.flatnonzero((sp.truth[:, j] == 1) & (sp.decided[:, j] == 1)):
             found = regions.get(records[i]["id"], {}).get(name)
             if not found:
                 continue
@@ -148,8 +150,6 @@ def localisation(
 
 
 def main(argv: list[str] | None = None) -> int:
-    from src.evaluate import USER_ERRORS, evaluation_inputs
-
     ap = argparse.ArgumentParser(prog="python -m src.reporting.explain", description=__doc__)
     ap.add_argument("--run", required=True, help="run folder, e.g. outputs/ct-20261121-101500")
     ap.add_argument("--n", type=int, default=4, help="cases per finding and outcome (TP/FP/FN)")
@@ -160,21 +160,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--layer", default="", help="CNN module name (default: config, or automatic)")
     args = ap.parse_args(argv)
     try:
-        run, records, probs, onehot, decided, names = evaluation_inputs(
-            args.run, args.split, args.checkpoint
-        )
+        run = load_run(args.run, args.checkpoint)
+        sp = split_outcomes(run, args.split, thresholds=run_thresholds(run))
         out = Path(args.run) / f"gradcam-{args.split}"
-        paths, method = draw_gallery(
-            run, records, probs, onehot, decided, names, out, args.n, args.method, args.layer
-        )
+        paths, method = draw_gallery(run, sp, out, args.n, args.method, args.layer)
         print(method)
         for path in paths:
             print(path)
         if args.localisation:
-            result = localisation(
-                run, records, onehot, decided, names, method=args.method, layer=args.layer
-            )
-            print_localisation(result)
+            print_localisation(localisation(run, sp, method=args.method, layer=args.layer))
     except USER_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -1,4 +1,4 @@
-"""Figures of an evaluation, as PNG files: ROC, precision-recall, calibration, confusion, curves.
+"""Figures of an evaluation, as PNG files: ROC, precision-recall, calibration, confusion.
 
 Curves come from scikit-learn (``roc_curve``, ``precision_recall_curve``,
 ``calibration_curve``); only the expected calibration error is written here (scikit-learn has
@@ -7,7 +7,6 @@ none). Every function takes probabilities (N, C) and one-hot / 0-1 labels (N, C)
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import matplotlib
@@ -16,7 +15,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 from sklearn.calibration import calibration_curve
-from sklearn.metrics import auc, confusion_matrix, precision_recall_curve, roc_curve
+from sklearn.metrics import auc, precision_recall_curve, roc_curve
+
+from src.files import save_figure
 
 
 def expected_calibration_error(y: np.ndarray, p: np.ndarray, n_bins: int = 10) -> float:
@@ -33,7 +34,7 @@ def expected_calibration_error(y: np.ndarray, p: np.ndarray, n_bins: int = 10) -
 
 def _save(fig, path: Path) -> Path:
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    save_figure(fig, path, dpi=90)
     plt.close(fig)
     return path
 
@@ -82,22 +83,18 @@ def plot_calibration(
     return _save(fig, path), ece
 
 
-def plot_confusion(
-    onehot: np.ndarray, decided: np.ndarray, names: list[str], path: Path, multiclass: bool
-) -> Path:
-    """Multi-class: one K x K matrix. Multi-label: a 2 x 2 table per finding."""
-    if multiclass:
-        cm = confusion_matrix(onehot.argmax(1), decided.argmax(1), labels=range(len(names)))
-        fig, ax = plt.subplots(figsize=(1.2 * len(names) + 2, 1.1 * len(names) + 1.5))
-        _matrix(ax, cm, names, names, "Confusion (rows: truth)")
-        return _save(fig, path)
-    cols = min(3, len(names))
-    rows = int(np.ceil(len(names) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.9 * rows), squeeze=False)
-    for j, name in enumerate(names):
-        cm = confusion_matrix(onehot[:, j], decided[:, j], labels=[0, 1])
-        _matrix(axes.flat[j], cm, ["neg", "pos"], ["neg", "pos"], name)
-    for ax in list(axes.flat)[len(names) :]:
+def plot_confusion(tables: list[tuple[str, np.ndarray, list[str]]], path: Path) -> Path:
+    """The task's confusion tables (``Task.confusion_tables``: title, counts with truth in
+    rows, labels), side by side, three per row."""
+    cols = min(3, len(tables))
+    rows = int(np.ceil(len(tables) / cols))
+    size = max(len(labels) for _, _, labels in tables)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=((1.1 * size + 1) * cols, (1.0 * size + 0.9) * rows), squeeze=False
+    )
+    for ax, (title, counts, labels) in zip(axes.flat, tables, strict=False):
+        _matrix(ax, counts, labels, labels, title)
+    for ax in list(axes.flat)[len(tables) :]:
         ax.axis("off")
     return _save(fig, path)
 
@@ -110,30 +107,3 @@ def _matrix(ax, cm: np.ndarray, rows: list[str], cols: list[str], title: str) ->
     ax.set_yticks(range(len(rows)), rows, fontsize=7)
     ax.set(xlabel="predicted", ylabel="truth")
     ax.set_title(title, fontsize=8)
-
-
-def plot_training_curves(metrics_csv: Path, path: Path) -> Path | None:
-    """Loss and validation AUC per epoch from ``metrics.csv`` (None when there is none)."""
-    if not Path(metrics_csv).is_file():
-        return None
-    with open(metrics_csv, newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    if not rows:
-        return None
-    epochs = [int(r["epoch"]) for r in rows]
-
-    def series(key: str) -> list[float]:
-        return [float(r[key]) if r.get(key) not in (None, "") else np.nan for r in rows]
-
-    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.4))
-    for key in ("train/loss", "val/loss"):
-        if key in rows[0]:
-            a.plot(epochs, series(key), label=key)
-    a.set(xlabel="epoch", title="loss")
-    a.legend(fontsize=7)
-    for key in ("val/roc_auc_macro", "val/accuracy"):
-        if key in rows[0]:
-            b.plot(epochs, series(key), label=key)
-    b.set(xlabel="epoch", title="validation")
-    b.legend(fontsize=7)
-    return _save(fig, path)

@@ -9,14 +9,14 @@ import base64
 import html
 import math
 import warnings
-from collections import Counter
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from src.config import Config
+from src.data.records import TaskLabels, label_matrix
+from src.files import atomic_write
 
 HEAD_METRICS = (
     "roc_auc_macro",
@@ -36,9 +36,10 @@ STYLE = (
 )
 
 
-def split_statistics(parts: dict[str, list[dict[str, Any]]], cfg: Config) -> list[dict[str, Any]]:
-    """Rows of (split, centre): scans, patients and positives (or count) per class."""
-    names = cfg.class_names
+def split_statistics(
+    parts: dict[str, list[dict[str, Any]]], task: TaskLabels
+) -> list[dict[str, Any]]:
+    """Rows of (split, centre): scans, patients and the task's label counts."""
     rows = []
     for split, records in parts.items():
         centres = sorted({r["center"] for r in records})
@@ -46,28 +47,14 @@ def split_statistics(parts: dict[str, list[dict[str, Any]]], cfg: Config) -> lis
             recs = [r for r in records if centre == "all" or r["center"] == centre]
             if not recs:
                 continue
-            labels = np.stack([r["label"] for r in recs])
-            if cfg.data.task == "multiclass":
-                counts = Counter(int(v) for v in labels.reshape(-1))
-                per_class = [counts.get(k, 0) for k in range(len(names))]
-            else:
-                per_class = labels.reshape(len(recs), -1).sum(0).astype(int).tolist()
-                if cfg.data.task == "binary":
-                    per_class = [len(recs) - per_class[0], per_class[0]]
             row = {
                 "split": split,
                 "centre": centre or "-",
                 "scans": len(recs),
                 "patients": len({r["patient"] for r in recs}),
             }
-            rows.append(row | dict(zip(class_columns(cfg), per_class, strict=True)))
+            rows.append(row | task.label_counts(label_matrix(recs)))
     return rows
-
-
-def class_columns(cfg: Config) -> list[str]:
-    if cfg.data.task == "binary":
-        return ["negative", cfg.class_names[-1]]
-    return list(cfg.class_names)
 
 
 def fmt_ci(m: dict[str, float]) -> str:
@@ -101,11 +88,12 @@ def _tables(ctx: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]
     ]
     split_rows = ctx["split_table"]
     split_header = list(split_rows[0]) if split_rows else []
-    head = [[k, fmt_ci(m[k])] for k in HEAD_METRICS if k in m]
+    default, tuned = m["default"], m["validation_thresholds"]
+    head = [[k, fmt_ci(default[k]), fmt_ci(tuned[k])] for k in HEAD_METRICS if k in default]
     per_class = [
         [
             n,
-            *(fmt_ci(m[f"{k}/{n}"]) for k in CLASS_METRICS),
+            *(fmt_ci(tuned[f"{k}/{n}"]) for k in CLASS_METRICS),
             _threshold_text(ctx["thresholds"], n),
             f"{ctx['ece'].get(n, float('nan')):.3f}",
         ]
@@ -121,10 +109,14 @@ def _tables(ctx: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]
         (
             f"Metrics on the {ctx['split']} split ({ctx['n_scans']} scans, {ctx['n_patients']} "
             f"patients), {conf} CI",
-            ["metric", f"value [{conf} CI]"],
+            ["metric", f"{ctx['decisions']['default']} [{conf} CI]", "validation thresholds"],
             head,
         ),
-        ("Per class", ["class", *CLASS_METRICS, "threshold (rule)", "ECE"], per_class),
+        (
+            "Per class, at the validation thresholds",
+            ["class", *CLASS_METRICS, "threshold (rule)", "ECE"],
+            per_class,
+        ),
     ]
 
 
@@ -136,7 +128,8 @@ def _threshold_text(thresholds: dict[str, Any], name: str) -> str:
 def _notes(ctx: dict[str, Any]) -> list[str]:
     b = ctx["bootstrap"]
     notes = [
-        ctx["threshold_rule"],
+        f"Default decision: {ctx['decisions']['default']}. "
+        + ctx["decisions"]["validation_thresholds"],
         f"Confidence intervals: percentile bootstrap, {b['replicates']} replicates resampled by "
         f"{b['resampled_by']} (seed {b['seed']}).",
     ]
@@ -190,9 +183,11 @@ def write_report(run_dir: Path, ctx: dict[str, Any]) -> Path:
         + "\n".join(body)
         + "</body></html>\n"
     )
-    (run_dir / "report.md").write_text("\n".join(md))
+    with atomic_write(run_dir / "report.md") as fh:
+        fh.write("\n".join(md))
     out = run_dir / "report.html"
-    out.write_text(page)
+    with atomic_write(out) as fh:
+        fh.write(page)
     return out
 
 
@@ -211,9 +206,10 @@ def log_to_wandb(tracker, ctx: dict[str, Any], probs: np.ndarray, onehot: np.nda
                 logged[f"{split}/roc/{name}"] = wandb.plot.roc_curve(
                     onehot[:, j].astype(int), np.c_[1 - p, p], labels=["negative", name]
                 )
-        table = wandb.Table(columns=["metric", "value", "lo", "hi"])
-        for key, v in ctx["metrics"].items():
-            table.add_data(key, v["value"], v["lo"], v["hi"])
+        table = wandb.Table(columns=["decision", "metric", "value", "lo", "hi"])
+        for decision, values in ctx["metrics"].items():
+            for key, v in values.items():
+                table.add_data(decision, key, v["value"], v["lo"], v["hi"])
         logged[f"{split}/metrics_ci"] = table
         for title, path in list(ctx["figures"].items()) + [(p.stem, p) for p in ctx["gallery"]]:
             logged[f"{split}/figures/{title}"] = wandb.Image(str(path))

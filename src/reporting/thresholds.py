@@ -16,7 +16,9 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import roc_curve
 
-from src.config import Config
+from src.config import EvaluationConfig
+from src.files import atomic_write
+from src.training.tasks import Task
 
 THRESHOLDS_FILE = "thresholds.json"
 
@@ -36,64 +38,55 @@ def sensitivity_threshold(y: np.ndarray, score: np.ndarray, target: float) -> fl
 
 
 def choose_thresholds(
-    scores: np.ndarray, labels: np.ndarray, cfg: Config, source: str = "val"
+    probs: np.ndarray, truth: np.ndarray, task: Task, e: EvaluationConfig, source: str = "val"
 ) -> dict[str, Any]:
-    """Thresholds of every class from validation ``scores`` (N, C) and 0/1 ``labels`` (N, C).
+    """Thresholds of the task's thresholded outputs from validation ``probs`` and 0/1 ``truth``
+    (N, outputs), by the rules of ``evaluation.*``.
 
     Returns the content of ``thresholds.json``: ``{"task", "source", "classes": {name:
-    {"threshold", "rule"}}}``. A class with one label value on validation keeps 0.5 and says so.
+    {"threshold", "rule"}}}`` (no classes for an arg-max task). A class with one label value on
+    validation keeps 0.5 and says so.
     """
-    e, names = cfg.evaluation, task_class_names(cfg)
     classes: dict[str, dict[str, Any]] = {}
-    if cfg.data.task != "multiclass":
-        scores = np.asarray(scores).reshape(len(scores), -1)
-        labels = np.asarray(labels).reshape(scores.shape)
-        for j, name in enumerate(names):
-            y, s = labels[:, j].astype(int), scores[:, j]
-            if name in e.sensitivity_targets:
-                rule = f"sensitivity>={e.sensitivity_targets[name]:g}"
-            else:
-                rule = "youden" if e.threshold_rule == "youden" else "fixed 0.5"
-            if rule != "fixed 0.5" and len(np.unique(y)) < 2:
-                classes[name] = {
-                    "threshold": 0.5,
-                    "rule": f"fixed 0.5 (one label value in {source})",
-                }
-            elif rule == "youden":
-                classes[name] = {"threshold": youden_threshold(y, s), "rule": rule}
-            elif rule.startswith("sensitivity"):
-                t = sensitivity_threshold(y, s, float(e.sensitivity_targets[name]))
-                classes[name] = {"threshold": t, "rule": rule}
-            else:
-                classes[name] = {"threshold": 0.5, "rule": rule}
-    return {"task": cfg.data.task, "source": source, "classes": classes}
-
-
-def task_class_names(cfg: Config) -> list[str]:
-    """The names of the model's outputs: one per output (a binary task has one)."""
-    return cfg.class_names[-1:] if cfg.data.task == "binary" else cfg.class_names
-
-
-def threshold_vector(thresholds: dict[str, Any] | None, names: list[str]) -> np.ndarray | None:
-    """Thresholds in output order (None for multi-class or when none are stored)."""
-    if not thresholds or not thresholds.get("classes"):
-        return None
-    return np.array([thresholds["classes"][n]["threshold"] for n in names], np.float64)
+    for name in task.threshold_names:
+        j = task.output_names.index(name)
+        y, s = truth[:, j].astype(int), probs[:, j]
+        if name in e.sensitivity_targets:
+            rule = f"sensitivity>={e.sensitivity_targets[name]:g}"
+        else:
+            rule = "youden" if e.threshold_rule == "youden" else "fixed 0.5"
+        if rule != "fixed 0.5" and len(np.unique(y)) < 2:
+            classes[name] = {"threshold": 0.5, "rule": f"fixed 0.5 (one label value in {source})"}
+        elif rule == "youden":
+            classes[name] = {"threshold": youden_threshold(y, s), "rule": rule}
+        elif rule.startswith("sensitivity"):
+            t = sensitivity_threshold(y, s, float(e.sensitivity_targets[name]))
+            classes[name] = {"threshold": t, "rule": rule}
+        else:
+            classes[name] = {"threshold": 0.5, "rule": rule}
+    return {"task": task.kind, "source": source, "classes": classes}
 
 
 def rule_summary(thresholds: dict[str, Any] | None) -> str:
     """One sentence for the report: which rule chose the thresholds, on which split."""
     if not thresholds or not thresholds.get("classes"):
-        return "Multi-class: the predicted class is the arg-max of the probabilities."
+        return "The predicted class is the arg-max of the probabilities (no thresholds)."
     rules = sorted({c["rule"] for c in thresholds["classes"].values()})
     return (
         f"Per-class thresholds chosen on the {thresholds['source']} split by: {'; '.join(rules)}."
     )
 
 
+def threshold_values(thresholds: dict[str, Any] | None) -> dict[str, float]:
+    """``{class: threshold}`` of ``thresholds.json`` content (empty for none / arg-max)."""
+    return {n: c["threshold"] for n, c in (thresholds or {}).get("classes", {}).items()}
+
+
 def save_thresholds(thresholds: dict[str, Any], run_dir: Path) -> Path:
+    """``thresholds.json`` (read by inference and export), written atomically."""
     path = Path(run_dir) / THRESHOLDS_FILE
-    path.write_text(json.dumps(thresholds, indent=1))
+    with atomic_write(path) as fh:
+        json.dump(thresholds, fh, indent=1)
     return path
 
 

@@ -1,190 +1,210 @@
-"""Classification metrics on scikit-learn, for multi-label, binary and multi-class tasks.
+"""Classification metrics: one engine for point estimates and bootstrap replicates.
 
-Every function takes logits (what the model outputs) and labels, and returns a flat dict of
-floats: headline metrics (``roc_auc_macro``, ``accuracy``, ...) and per-class ones keyed
-``<metric>/<class name>``. A class whose labels hold one value only has AUC NaN, is left out
-of the macro mean, and a warning names it.
+Every metric is a weighted statistic over scans. ``metric_replicates`` takes a matrix of weights,
+one row per replicate: a row of ones is the point estimate; a row of counts (how often each
+scan's patient was drawn, ``replicate_weights``) is a bootstrap replicate. So the figure in
+``metrics.csv`` and the centre of its confidence interval come from the same code, and a
+thousand replicates cost one sort and a few matrix products.
+
+Inputs are probabilities (N, C), 0/1 truth (N, C) and 0/1 decisions (N, C), one column per model
+output; the task (``src.training.tasks``) turns logits and labels into these and picks which
+metrics it reports. A metric that a replicate leaves undefined (AUC or sensitivity without a
+positive, specificity without a negative) is NaN there and left out of macro means.
+
+Per output: ``auc``, ``f1``, ``precision``, ``recall`` (= ``sensitivity``), ``specificity``,
+``support`` (positives). Over outputs: ``roc_auc_macro``, ``roc_auc_micro`` (all outputs pooled),
+``f1_macro``, ``precision_macro``, ``recall_macro``, ``sensitivity_macro``, ``specificity_macro``,
+``specificity_micro``, ``accuracy`` (mean over outputs of per-output accuracy, as MedMNIST reports
+multi-label ACC) and ``subset_accuracy`` (every output of a scan right).
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 import torch
-from sklearn.metrics import (
-    accuracy_score,
-    confusion_matrix,
-    f1_score,
-    precision_score,
-    recall_score,
-    roc_auc_score,
-)
 
 PER_CLASS = ("auc", "f1", "precision", "recall", "sensitivity", "specificity", "support")
+HEADS = (
+    "roc_auc_macro",
+    "roc_auc_micro",
+    "f1_macro",
+    "precision_macro",
+    "recall_macro",
+    "sensitivity_macro",
+    "specificity_macro",
+    "specificity_micro",
+    "accuracy",
+    "subset_accuracy",
+)
+REPLICATES_PER_CHUNK = 100  # bounds memory: a chunk holds (chunk, scans x outputs) weights
 
 
-def _np(x: torch.Tensor | np.ndarray) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        return x.detach().float().cpu().numpy()
-    return np.asarray(x)
+def metric_keys(names: list[str]) -> list[str]:
+    """Every key ``metric_replicates`` returns for outputs ``names``, in its order."""
+    return [*HEADS, *(f"{m}/{n}" for n in names for m in PER_CLASS)]
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
+def replicate_weights(
+    groups: np.ndarray | list | None, n: int, n_boot: int, seed: int = 0
+) -> np.ndarray:
+    """(n_boot, n) weights: how often each scan's group (patient) was drawn in each replicate;
+    every scan is its own group when ``groups`` is None."""
+    rng = np.random.default_rng(seed)
+    if groups is None:
+        codes, n_groups = np.arange(n), n
+    else:
+        _, codes = np.unique(np.asarray(groups), return_inverse=True)
+        n_groups = int(codes.max()) + 1
+    draws = rng.integers(0, n_groups, size=(n_boot, n_groups))
+    counts = np.zeros((n_boot, n_groups))
+    np.add.at(counts, (np.arange(n_boot)[:, None], draws), 1.0)
+    return counts[:, codes]
 
 
-def _auc_or_nan(y: np.ndarray, score: np.ndarray) -> float:
-    if len(np.unique(y)) < 2:
-        return float("nan")
-    return float(roc_auc_score(y, score))
+def weighted_auc(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """ROC AUC of one output under each row of ``weights`` (B, n); tied scores count one half
+    (the Mann-Whitney statistic, as scikit-learn's ``roc_auc_score``). NaN for a row without a
+    positive or a negative."""
+    order = np.argsort(scores, kind="stable")
+    sorted_scores = scores[order]
+    starts = np.flatnonzero(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]])
+    w = weights[:, order]
+    y = labels[order]
+    pos = np.add.reduceat(w * y, starts, axis=1)  # (B, levels): positive weight per score level
+    neg = np.add.reduceat(w * (1 - y), starts, axis=1)
+    neg_below = np.cumsum(neg, axis=1) - neg
+    wp, wn = pos.sum(1), neg.sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        auc = (pos * (neg_below + 0.5 * neg)).sum(1) / (wp * wn)
+    return np.where((wp > 0) & (wn > 0), auc, np.nan)
 
 
-def _binary_stats(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
-    tn, fp, fn, tp = confusion_matrix(y, pred, labels=[0, 1]).ravel()
-    return {
-        "f1": float(f1_score(y, pred, zero_division=0)),
-        "precision": float(precision_score(y, pred, zero_division=0)),
-        "recall": float(recall_score(y, pred, zero_division=0)),
-        "sensitivity": float(recall_score(y, pred, zero_division=0)),
-        "specificity": float(tn / (tn + fp)) if tn + fp else float("nan"),
-        "support": float(tp + fn),
-        "_tn": float(tn),
-        "_fp": float(fp),
+def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(b > 0, a / np.where(b > 0, b, 1), np.nan)
+
+
+def _nanmean(stack: list[np.ndarray]) -> np.ndarray:
+    values = np.stack(stack)
+    valid = ~np.isnan(values)
+    with np.errstate(invalid="ignore"):
+        return np.where(valid, values, 0).sum(0) / valid.sum(0)
+
+
+def metric_replicates(
+    probs: np.ndarray,
+    truth: np.ndarray,
+    decided: np.ndarray,
+    names: list[str],
+    weights: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """Every metric (see the module doc) under each row of ``weights`` (B, N): ``{key: (B,)}``."""
+    probs, y, d = (
+        np.asarray(a, np.float64).reshape(len(probs), -1) for a in (probs, truth, decided)
+    )
+    w = np.asarray(weights, np.float64)
+    tp, fp = w @ (y * d), w @ ((1 - y) * d)  # (B, C)
+    fn, tn = w @ (y * (1 - d)), w @ ((1 - y) * (1 - d))
+    per = {
+        "auc": np.stack([weighted_auc(probs[:, j], y[:, j], w) for j in range(len(names))], 1),
+        "f1": np.nan_to_num(_ratio(2 * tp, 2 * tp + fp + fn)),  # scikit-learn's zero_division=0
+        "precision": np.nan_to_num(_ratio(tp, tp + fp)),
+        "sensitivity": _ratio(tp, tp + fn),
+        "specificity": _ratio(tn, tn + fp),
+        "support": tp + fn,
     }
+    per["recall"] = per["sensitivity"]
+    columns = list(range(len(names)))
+    pooled = np.repeat(w, len(names), axis=1)  # every (scan, output) pair, for micro AUC
+    out = {
+        "roc_auc_macro": _nanmean([per["auc"][:, j] for j in columns]),
+        "roc_auc_micro": weighted_auc(probs.ravel(), y.ravel(), pooled),
+        "f1_macro": _nanmean([per["f1"][:, j] for j in columns]),
+        "precision_macro": _nanmean([per["precision"][:, j] for j in columns]),
+        "recall_macro": _nanmean([per["recall"][:, j] for j in columns]),
+        "sensitivity_macro": _nanmean([per["sensitivity"][:, j] for j in columns]),
+        "specificity_macro": _nanmean([per["specificity"][:, j] for j in columns]),
+        "specificity_micro": _ratio(tn.sum(1), (tn + fp).sum(1)),
+        "accuracy": _ratio(w @ (y == d).mean(1), w.sum(1)),
+        "subset_accuracy": _ratio(w @ (y == d).all(1), w.sum(1)),
+    }
+    for j, name in enumerate(names):
+        out |= {f"{m}/{name}": per[m][:, j] for m in PER_CLASS}
+    return out
 
 
-def _warn_single_class(names: list[str]) -> None:
-    if names:
+def point_metrics(
+    probs: np.ndarray, truth: np.ndarray, decided: np.ndarray, names: list[str]
+) -> dict[str, float]:
+    """``metric_replicates`` with unit weights, as floats; warns naming the outputs whose AUC
+    is undefined (one label value only in this split)."""
+    values = metric_replicates(probs, truth, decided, names, np.ones((1, len(probs))))
+    undefined = [n for n in names if np.isnan(values[f"auc/{n}"][0])]
+    if undefined:
         warnings.warn(
             "AUC undefined (only one label value in this split) for: "
-            + ", ".join(names)
+            + ", ".join(undefined)
             + "; left out of roc_auc_macro",
             RuntimeWarning,
             stacklevel=3,
         )
+    return {k: float(v[0]) for k, v in values.items()}
+
+
+def confidence_intervals(
+    metric_fn: Callable[[np.ndarray], dict[str, np.ndarray]],
+    n: int,
+    groups: np.ndarray | list | None = None,
+    n_boot: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> dict[str, dict[str, float]]:
+    """``{metric: {"value", "lo", "hi"}}``: ``metric_fn(weights)`` at unit weights, and a
+    percentile bootstrap interval over ``n_boot`` replicates resampled by ``groups`` (patients).
+
+    Replicates where a metric is undefined are left out of its interval; with fewer than ten
+    defined replicates (or ``n_boot`` 0) the bounds are NaN.
+    """
+    point = metric_fn(np.ones((1, n)))
+    out = {k: {"value": float(v[0]), "lo": np.nan, "hi": np.nan} for k, v in point.items()}
+    if n_boot <= 0:
+        return out
+    weights = replicate_weights(groups, n, n_boot, seed)
+    chunks = [
+        metric_fn(weights[i : i + REPLICATES_PER_CHUNK])
+        for i in range(0, n_boot, REPLICATES_PER_CHUNK)
+    ]
+    tail = (1 - confidence) / 2 * 100
+    for key in out:
+        values = np.concatenate([c[key] for c in chunks])
+        values = values[~np.isnan(values)]
+        if len(values) >= 10:
+            out[key]["lo"], out[key]["hi"] = np.percentile(values, [tail, 100 - tail]).tolist()
+    return out
+
+
+def sigmoid(logits: torch.Tensor | np.ndarray) -> np.ndarray:
+    """float64 probabilities of sigmoid outputs (no float32 saturation: ranks survive)."""
+    if isinstance(logits, torch.Tensor):
+        logits = logits.detach().float().cpu().numpy()
+    return 1.0 / (1.0 + np.exp(-np.asarray(logits, np.float64)))
 
 
 def compute_metrics(
     logits: torch.Tensor | np.ndarray,
     labels: torch.Tensor | np.ndarray,
-    class_names: list[str],
-    threshold: float | np.ndarray = 0.5,
-) -> dict[str, float]:
-    """Multi-label metrics from logits (N, C) and 0/1 labels (N, C).
-
-    ``accuracy`` is the mean over findings of per-finding accuracy (as MedMNIST reports
-    multi-label ACC); ``subset_accuracy`` requires every finding of a scan right.
-    """
-    scores = _sigmoid(_np(logits).astype(np.float64))
-    y = _np(labels).astype(int)
-    if y.shape != scores.shape:
-        raise ValueError(f"logits {scores.shape} and labels {y.shape} differ in shape")
-    pred = (scores >= np.asarray(threshold)).astype(int)
-    out: dict[str, float] = {}
-    aucs, undefined, tn_total, fp_total = [], [], 0.0, 0.0
-    for j, name in enumerate(class_names):
-        auc = _auc_or_nan(y[:, j], scores[:, j])
-        if np.isnan(auc):
-            undefined.append(name)
-        else:
-            aucs.append(auc)
-        stats = _binary_stats(y[:, j], pred[:, j])
-        tn_total += stats.pop("_tn")
-        fp_total += stats.pop("_fp")
-        out[f"auc/{name}"] = auc
-        for key, value in stats.items():
-            out[f"{key}/{name}"] = value
-    _warn_single_class(undefined)
-    head = {
-        "roc_auc_macro": float(np.mean(aucs)) if aucs else float("nan"),
-        "roc_auc_micro": _auc_or_nan(y.ravel(), scores.ravel()),
-        "f1_macro": float(f1_score(y, pred, average="macro", zero_division=0)),
-        "precision_macro": float(precision_score(y, pred, average="macro", zero_division=0)),
-        "recall_macro": float(recall_score(y, pred, average="macro", zero_division=0)),
-        "accuracy": float((y == pred).mean()),
-        "subset_accuracy": float(accuracy_score(y, pred)),
-        "specificity_macro": float(
-            np.nanmean([out[f"specificity/{n}"] for n in class_names])
-            if any(not np.isnan(out[f"specificity/{n}"]) for n in class_names)
-            else float("nan")
-        ),
-        "specificity_micro": float(tn_total / (tn_total + fp_total))
-        if tn_total + fp_total
-        else float("nan"),
-    }
-    return head | out
-
-
-def compute_binary_metrics(
-    logits: torch.Tensor | np.ndarray,
-    labels: torch.Tensor | np.ndarray,
-    class_names: list[str],
+    class_names: list[str] | None = None,
     threshold: float = 0.5,
 ) -> dict[str, float]:
-    """Binary metrics from one logit per sample and 0/1 labels; AUC is ``roc_auc_macro``."""
-    score = _sigmoid(_np(logits).astype(np.float64).reshape(-1))
-    y = _np(labels).astype(int).reshape(-1)
-    pred = (score >= threshold).astype(int)
-    auc = _auc_or_nan(y, score)
-    if np.isnan(auc):
-        _warn_single_class([class_names[-1]])
-    stats = _binary_stats(y, pred)
-    stats.pop("_tn"), stats.pop("_fp")
-    name = class_names[-1]
-    return (
-        {
-            "roc_auc_macro": auc,
-            "accuracy": float(accuracy_score(y, pred)),
-            "f1_macro": stats["f1"],
-            "precision_macro": stats["precision"],
-            "recall_macro": stats["recall"],
-            "specificity_macro": stats["specificity"],
-        }
-        | {f"{k}/{name}": v for k, v in stats.items()}
-        | {f"auc/{name}": auc}
-    )
-
-
-def compute_multiclass_metrics(
-    logits: torch.Tensor | np.ndarray,
-    labels: torch.Tensor | np.ndarray,
-    class_names: list[str],
-) -> dict[str, float]:
-    """Multi-class metrics from logits (N, K) and class indices (N,).
-
-    ``roc_auc_macro`` is the one-vs-rest macro AUC over classes present (as MedMNIST reports
-    it); ``recall_macro`` is balanced accuracy; per class: one-vs-rest AUC, F1, precision,
-    recall (= sensitivity), specificity and support.
-    """
-    z = _np(logits).astype(np.float64)
-    z = z - z.max(1, keepdims=True)
-    prob = np.exp(z) / np.exp(z).sum(1, keepdims=True)
-    y = _np(labels).astype(int).reshape(-1)
-    pred = prob.argmax(1)
-    k = len(class_names)
-    out: dict[str, float] = {}
-    aucs, undefined = [], []
-    for j, name in enumerate(class_names):
-        yj = (y == j).astype(int)
-        auc = _auc_or_nan(yj, prob[:, j])
-        (undefined if np.isnan(auc) else aucs).append(name if np.isnan(auc) else auc)
-        stats = _binary_stats(yj, (pred == j).astype(int))
-        stats.pop("_tn"), stats.pop("_fp")
-        out[f"auc/{name}"] = auc
-        for key, value in stats.items():
-            out[f"{key}/{name}"] = value
-    _warn_single_class(undefined)
-    labels_k = list(range(k))
-    return {
-        "roc_auc_macro": float(np.mean(aucs)) if aucs else float("nan"),
-        "accuracy": float(accuracy_score(y, pred)),
-        "f1_macro": float(f1_score(y, pred, labels=labels_k, average="macro", zero_division=0)),
-        "precision_macro": float(
-            precision_score(y, pred, labels=labels_k, average="macro", zero_division=0)
-        ),
-        "recall_macro": float(
-            recall_score(y, pred, labels=labels_k, average="macro", zero_division=0)
-        ),
-        "specificity_macro": float(np.nanmean([out[f"specificity/{n}"] for n in class_names])),
-    } | out
+    """Multi-label metrics from logits (N, C) and 0/1 labels (N, C): one sigmoid per finding,
+    decided at ``threshold``. Class names default to the column numbers. Every task's metrics
+    come from the same engine (``Task.metrics``); this is its multi-label front door."""
+    probs = sigmoid(logits)
+    truth = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels, np.float64)
+    if truth.shape != probs.shape:
+        raise ValueError(f"logits {probs.shape} and labels {truth.shape} differ in shape")
+    names = list(class_names or [str(j) for j in range(probs.shape[1])])
+    return point_metrics(probs, truth, (probs >= threshold).astype(np.float64), names)

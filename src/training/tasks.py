@@ -1,79 +1,256 @@
-"""Task objects own the loss, the activation and the metrics; the training loop never branches.
+"""The task object: the one place that knows whether a run is multi-label, binary or multi-class.
 
-- ``MultiLabelTask``: one sigmoid output per finding, BCE-with-logits (optional ``pos_weight``).
-- ``BinaryTask``: one sigmoid output, BCE-with-logits (optional ``pos_weight``).
-- ``MultiClassTask``: softmax over classes, cross-entropy (optional class weights).
+- ``MultiLabelTask``: one sigmoid output per finding, BCE-with-logits (optional ``pos_weight``);
+  each finding decided by its own threshold.
+- ``BinaryTask``: one sigmoid output (the positive class), BCE-with-logits; ``class_names`` are
+  ``[negative, positive]`` or ``[positive]``.
+- ``MultiClassTask``: softmax over classes, cross-entropy (optional class weights); the decision
+  is the arg-max, so no thresholds.
 
-``loss`` is the training loss (weighted when asked); ``validation_loss`` is always unweighted,
-so class weights never distort early stopping or the choice of the best checkpoint.
+A task reads a CSV row's label cells (``parse_label``), counts and stratifies labels for the data
+layer, computes the loss (weighted for training; ``validation_loss`` always unweighted, so class
+weights never distort early stopping), turns logits into probabilities and probabilities into
+decisions, names its outputs and the metrics it logs, and says which test-time flips are allowed.
+Nothing outside this module and config validation branches on the task kind.
 """
 
 from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping
+from typing import ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from src.config import Config
-from src.training.metrics import (
-    compute_binary_metrics,
-    compute_metrics,
-    compute_multiclass_metrics,
-)
+from src.data.records import LabelError
+from src.training.metrics import metric_keys, metric_replicates, point_metrics, sigmoid
+
+Flip = tuple[int, ...]  # spatial axes flipped together
 
 
-class MultiLabelTask:
-    def __init__(self, class_names: list[str], pos_weight: torch.Tensor | None = None):
+class Task:
+    """What every task shares; subclasses set the task-specific parts."""
+
+    kind = ""
+    activation = ""
+    default_decision = "probability >= 0.5 per output"
+    # metrics of the engine this task leaves out, and the ones it reports under another name
+    dropped: tuple[str, ...] = ()
+    renamed: ClassVar[Mapping[str, str]] = {}
+
+    def __init__(
+        self,
+        class_names: list[str],
+        loss_weights: torch.Tensor | None = None,
+        flips: list[Flip] | None = None,
+    ):
         self.class_names = list(class_names)
-        self.num_outputs = len(class_names)
-        self.pos_weight = pos_weight
+        self.output_names = list(class_names)
+        self.loss_weights = loss_weights
+        self.flips = list(flips or [])
 
+    @classmethod
+    def loss_weights_for(cls, cfg: Config, train_labels: np.ndarray) -> torch.Tensor | None:
+        """BCE ``pos_weight`` (negatives / positives per output) when ``train.pos_weight``."""
+        return (
+            positive_weights(train_labels.reshape(len(train_labels), -1))
+            if cfg.train.pos_weight
+            else None
+        )
+
+    @property
+    def num_outputs(self) -> int:
+        return len(self.output_names)
+
+    @property
+    def threshold_names(self) -> list[str]:
+        """Outputs decided by a per-class threshold (none for an arg-max decision)."""
+        return list(self.output_names)
+
+    # ---- labels, for the data layer ----------------------------------------------------------
+    def parse_label(self, cells: Mapping[str, str], columns: list[str]) -> np.ndarray:
+        """The label of one CSV row as float32: one 0/1 per label column."""
+        return np.array([_zero_one(cells.get(c), c) for c in columns], np.float32)
+
+    def label_counts(self, labels: np.ndarray) -> dict[str, int]:
+        """Positives per output (the split tables and the no-positive check)."""
+        sums = np.asarray(labels).reshape(len(labels), -1).sum(0).astype(int)
+        return dict(zip(self.output_names, sums.tolist(), strict=True))
+
+    def strata(self, labels: np.ndarray) -> np.ndarray:
+        """One class per record to stratify splits on."""
+        return np.asarray(labels).reshape(len(labels)).astype(int)
+
+    def one_hot(self, labels: np.ndarray | torch.Tensor) -> np.ndarray:
+        """Labels as (N, outputs) 0/1 float64."""
+        return np.asarray(labels, np.float64).reshape(len(labels), self.num_outputs)
+
+    # ---- model outputs ------------------------------------------------------------------------
     def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        pw = None if self.pos_weight is None else self.pos_weight.to(logits.device)
+        pw = None if self.loss_weights is None else self.loss_weights.to(logits.device)
         return F.binary_cross_entropy_with_logits(logits.float(), target.float(), pos_weight=pw)
 
     def validation_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return F.binary_cross_entropy_with_logits(logits.float(), target.float())
 
-    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(logits.float())
+    def probabilities(self, logits: torch.Tensor | np.ndarray) -> np.ndarray:
+        """float64 (N, outputs): sigmoid per output."""
+        return sigmoid(logits)
 
-    def metrics(self, logits: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
-        return compute_metrics(logits, target, self.class_names)
+    def decisions(
+        self, probs: np.ndarray, thresholds: Mapping[str, float] | None = None
+    ) -> np.ndarray:
+        """0/1 (N, outputs): each output against its threshold (0.5 where none is given)."""
+        cut = np.array([(thresholds or {}).get(n, 0.5) for n in self.output_names], np.float64)
+        return (np.asarray(probs) >= cut).astype(np.float64)
+
+    # ---- metrics -------------------------------------------------------------------------------
+    @property
+    def metric_names(self) -> list[str]:
+        """Every metric this task logs (``val/<name>`` in metrics.csv and W&B), loss aside."""
+        keys = metric_keys(self.output_names)
+        return [self.renamed.get(k, k) for k in keys if k not in self.dropped]
+
+    def metrics(
+        self,
+        probs: np.ndarray,
+        labels: np.ndarray | torch.Tensor,
+        thresholds: Mapping[str, float] | None = None,
+        weights: np.ndarray | None = None,
+    ) -> dict:
+        """The task's metrics of ``probs`` against ``labels``, decided at ``thresholds`` (0.5 /
+        arg-max when None): floats at unit weights (``weights`` None), else ``{key: (B,)}``
+        under each row of ``weights`` (bootstrap replicates)."""
+        truth, decided = self.one_hot(np.asarray(labels)), self.decisions(probs, thresholds)
+        if weights is None:
+            values = point_metrics(probs, truth, decided, self.output_names)
+        else:
+            values = metric_replicates(probs, truth, decided, self.output_names, weights)
+        return {self.renamed.get(k, k): v for k, v in values.items() if k not in self.dropped}
+
+    def confusion_tables(
+        self, truth: np.ndarray, decided: np.ndarray
+    ) -> list[tuple[str, np.ndarray, list[str]]]:
+        """(title, counts with truth in rows, row/column labels) for the confusion figure: a
+        2 x 2 table per output."""
+        tables = []
+        for j, name in enumerate(self.output_names):
+            y, d = truth[:, j].astype(int), decided[:, j].astype(int)
+            counts = np.array([[np.sum((y == a) & (d == b)) for b in (0, 1)] for a in (0, 1)])
+            tables.append((name, counts, ["neg", "pos"]))
+        return tables
 
 
-class BinaryTask(MultiLabelTask):
-    """One sigmoid output; ``class_names`` are [negative, positive] or just [positive]."""
+class MultiLabelTask(Task):
+    kind, activation = "multilabel", "sigmoid"
 
-    def __init__(self, class_names: list[str], pos_weight: torch.Tensor | None = None):
-        super().__init__(class_names, pos_weight)
-        self.num_outputs = 1
+    def strata(self, labels: np.ndarray) -> np.ndarray:
+        """The rarest positive finding of each record (-1 for none): rare findings spread
+        across the splits."""
+        labels = np.asarray(labels).reshape(len(labels), -1)
+        strata = np.full(len(labels), -1)
+        for j in np.argsort(labels.mean(0))[::-1]:  # rarer findings overwrite commoner ones
+            strata[labels[:, j] > 0.5] = j
+        return strata
 
-    def metrics(self, logits: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
-        return compute_binary_metrics(logits, target, self.class_names)
+
+class BinaryTask(Task):
+    """One sigmoid output for the positive class (the last of ``class_names``)."""
+
+    kind, activation = "binary", "sigmoid"
+    # one output: micro equals macro, and every output right equals accuracy
+    dropped = ("roc_auc_micro", "specificity_micro", "subset_accuracy")
+
+    def __init__(self, class_names, loss_weights=None, flips=None):
+        super().__init__(class_names, loss_weights, flips)
+        self.output_names = self.class_names[-1:]
+
+    def label_counts(self, labels: np.ndarray) -> dict[str, int]:
+        """Both classes: negatives and positives."""
+        positives = int(np.asarray(labels).sum())
+        negative = self.class_names[0] if len(self.class_names) > 1 else "negative"
+        return {negative: len(labels) - positives, self.output_names[0]: positives}
 
 
-class MultiClassTask:
-    def __init__(self, class_names: list[str], class_weights: torch.Tensor | None = None):
-        self.class_names = list(class_names)
-        self.num_outputs = len(class_names)
-        self.class_weights = class_weights
+class MultiClassTask(Task):
+    kind, activation = "multiclass", "softmax"
+    default_decision = "arg-max of the probabilities"
+    dropped = ("roc_auc_micro", "specificity_micro", "accuracy")
+    renamed: ClassVar[Mapping[str, str]] = {
+        "subset_accuracy": "accuracy"
+    }  # arg-max right: the class is right
+
+    @classmethod
+    def loss_weights_for(cls, cfg: Config, train_labels: np.ndarray) -> torch.Tensor | None:
+        """Inverse class frequencies (mean 1) when ``train.class_weights``."""
+        if not cfg.train.class_weights:
+            return None
+        return inverse_frequency_weights(train_labels, len(cfg.class_names))
+
+    @property
+    def threshold_names(self) -> list[str]:
+        return []
+
+    def parse_label(self, cells: Mapping[str, str], columns: list[str]) -> np.ndarray:
+        """The class index of the row's one label cell: a class name or its index."""
+        value = cells.get(columns[0])
+        text = (value or "").strip()
+        if text in self.class_names:
+            return np.array(self.class_names.index(text), np.float32)
+        if text.lstrip("-").isdigit() and 0 <= int(text) < len(self.class_names):
+            return np.array(int(text), np.float32)
+        raise LabelError(
+            columns[0],
+            f"unknown class {value!r}; expected one of {', '.join(self.class_names)} or an "
+            f"index 0..{len(self.class_names) - 1}",
+        )
+
+    def label_counts(self, labels: np.ndarray) -> dict[str, int]:
+        counts = np.bincount(np.asarray(labels).astype(int).reshape(-1), minlength=self.num_outputs)
+        return dict(zip(self.class_names, counts.tolist(), strict=True))
+
+    def one_hot(self, labels: np.ndarray | torch.Tensor) -> np.ndarray:
+        return np.eye(self.num_outputs)[np.asarray(labels).astype(int).reshape(-1)]
 
     def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        w = None if self.class_weights is None else self.class_weights.to(logits.device)
+        w = None if self.loss_weights is None else self.loss_weights.to(logits.device)
         return F.cross_entropy(logits.float(), target.reshape(-1).long(), weight=w)
 
     def validation_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits.float(), target.reshape(-1).long())
 
-    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(logits.float(), dim=1)
+    def probabilities(self, logits: torch.Tensor | np.ndarray) -> np.ndarray:
+        """float64 softmax over classes."""
+        if isinstance(logits, torch.Tensor):
+            logits = logits.detach().float().cpu().numpy()
+        z = np.asarray(logits, np.float64)
+        z = np.exp(z - z.max(1, keepdims=True))
+        return z / z.sum(1, keepdims=True)
 
-    def metrics(self, logits: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
-        return compute_multiclass_metrics(logits, target, self.class_names)
+    def decisions(self, probs: np.ndarray, thresholds: Mapping[str, float] | None = None):
+        """One-hot of the arg-max (thresholds do not apply)."""
+        return np.eye(self.num_outputs)[np.asarray(probs).argmax(1)]
+
+    def confusion_tables(self, truth: np.ndarray, decided: np.ndarray):
+        """One K x K matrix (truth in rows)."""
+        k = self.num_outputs
+        counts = np.zeros((k, k), int)
+        np.add.at(counts, (truth.argmax(1), decided.argmax(1)), 1)
+        return [("Confusion (rows: truth)", counts, list(self.class_names))]
 
 
-Task = MultiLabelTask | BinaryTask | MultiClassTask
+TASKS = {"multilabel": MultiLabelTask, "binary": BinaryTask, "multiclass": MultiClassTask}
+
+
+def _zero_one(value: str | None, column: str) -> float:
+    text = (value or "").strip()
+    if text in ("0", "1", "0.0", "1.0"):
+        return float(text)
+    shown = repr(value) if text else "a blank cell"
+    raise LabelError(column, f"label must be 0 or 1, got {shown}; fix the cell or drop the row")
 
 
 def positive_weights(labels: np.ndarray) -> torch.Tensor:
@@ -90,13 +267,17 @@ def inverse_frequency_weights(labels: np.ndarray, num_classes: int) -> torch.Ten
     return torch.as_tensor(w * num_classes / w.sum(), dtype=torch.float32)
 
 
-def build_task(cfg: Config, train_labels: np.ndarray) -> Task:
-    """The task of ``data.task``, with loss weights from the training split's labels."""
-    names = cfg.class_names
-    if cfg.data.task == "multiclass":
-        weights = inverse_frequency_weights(train_labels, len(names))
-        return MultiClassTask(names, weights if cfg.train.class_weights else None)
-    pw = positive_weights(train_labels.reshape(len(train_labels), -1))
-    if cfg.data.task == "binary":
-        return BinaryTask(names, pw if cfg.train.pos_weight else None)
-    return MultiLabelTask(names, pw if cfg.train.pos_weight else None)
+def tta_flips(cfg: Config) -> list[Flip]:
+    """Every combination of the axes training flipped (``data.augment.flip_axes``), none when
+    training did not flip: a chest CT's heart stays on its side."""
+    a = cfg.data.augment
+    axes = sorted(set(a.flip_axes)) if a.flip_prob > 0 else []
+    return [c for r in range(1, len(axes) + 1) for c in itertools.combinations(axes, r)]
+
+
+def build_task(cfg: Config, train_labels: np.ndarray | None = None) -> Task:
+    """The task of ``data.task``. With the training split's labels, the loss weights that
+    ``train.pos_weight`` / ``train.class_weights`` ask for."""
+    cls = TASKS[cfg.data.task]
+    weights = None if train_labels is None else cls.loss_weights_for(cfg, train_labels)
+    return cls(cfg.class_names, weights, tta_flips(cfg))

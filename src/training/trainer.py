@@ -1,318 +1,232 @@
 """Train a classifier from a YAML config (`python -m src.training.trainer --config FILE`).
 
-``fit`` reads top to bottom: build -> for each epoch: train_epoch -> validate_epoch -> early
-stopping -> checkpoints -> metrics.csv and W&B. ``--resume`` continues the latest run exactly.
+``train_model`` is the whole run from a config: ``fit`` (build, then for each epoch
+``train_epoch`` -> ``validate_epoch`` -> early stopping -> checkpoints -> metrics.csv, curves and
+W&B), then the evaluation of the best checkpoint and the run report (``src.evaluate``).
+``--resume`` continues the latest run exactly. This module is the trainer's command-line entry
+point: it sits above evaluation and reporting, and nothing in ``src`` imports it.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import functools
-import io
-import json
 import math
 import sys
 import time
 import warnings
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from torch import nn
 
-from src.config import Config, ConfigError, config_to_dict, load_config, save_config
-from src.data.loaders import build_dataset, build_loader
-from src.data.pipeline import prepare_splits
+from src.config import Config, ConfigError, config_to_dict, load_config, save_config, show_progress
+from src.data.loader_settings import resolve_loader_settings
+from src.data.loaders import build_dataset, evaluation_loader
 from src.data.records import DataError, label_matrix
-from src.data.splits import describe_splits
+from src.data.splits import describe_splits, prepare_splits
 from src.data.stream import EpochStream
-from src.data.tuning import resolve_loader_settings
 from src.data.validate import check_training_split
-from src.evaluate import report_after_training
+from src.evaluate import evaluate_after_training
+from src.files import remove_partial_writes, write_csv
 from src.models import ModelError, create_model
-from src.models.registry import check_model_params
-from src.reporting.curves import write_curves
+from src.models.registry import check_input_size, check_model_params
 from src.training import distributed as ddp
+from src.training.curves import write_curves
+from src.training.devices import resolve_amp, resolve_device
 from src.training.faults import NonFiniteError, NonFiniteGuard
 from src.training.loop import train_epoch, validate_epoch
-from src.training.run_names import checkpoint_paths, run_folder_name, runs_of
+from src.training.optim import build_optimization
+from src.training.state import TrainingState, epoch_seed, seed_everything
 from src.training.tasks import Task, build_task
 from src.training.tracking import Tracker
 from src.training.utils import (
-    CHECKPOINT_FORMAT,
     CheckpointError,
-    EarlyStopping,
-    atomic_torch_save,
-    atomic_write_text,
+    check_resume_compatible,
+    checkpoint_paths,
     find_latest_checkpoint,
     keep_epoch_copies,
     load_checkpoint,
-    load_model_state,
-    remove_partial_writes,
-    resolve_amp,
-    resolve_device,
-    rng_state,
-    seed_everything,
-    set_rng_state,
-    unwrap_model,
-    warmup_cosine,
+    run_folder_name,
+    runs_of,
+    save_checkpoint,
 )
 from src.training.watch import collapsed_classes, recall_text
 
 USER_ERRORS = (ConfigError, DataError, ModelError, CheckpointError, NonFiniteError)
 
 
-def epoch_seed(seed: int, rank: int, epoch: int) -> int:
-    """The seed of everything random in an epoch: a resumed run repeats it, and under torchrun
-    each rank draws its own augmentation."""
-    return seed * 100_003 + epoch + 1_000_003 * rank
+@dataclass
+class Run:
+    """Everything ``fit`` works with, built once by ``build_run``."""
 
+    cfg: Config
+    run_dir: Path
+    task: Task
+    state: TrainingState
+    stream: EpochStream
+    val_loader: Any
+    tracker: Tracker
+    guard: NonFiniteGuard
+    paths: dict[str, Path]
+    progress: bool
 
-def write_metrics_csv(history: list[dict[str, Any]], path: Path) -> None:
-    """``metrics.csv``: one row per epoch, every metric; rewritten whole, atomically."""
-    columns: list[str] = []
-    for row in history:
-        columns += [k for k in row if k not in columns]
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    for row in history:
-        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-    atomic_write_text(buf.getvalue(), path)
-
-
-def check_monitor(cfg: Config, task: Task) -> None:
-    """Fail before training when ``train.monitor`` names a metric the task never logs."""
-    n, k = 4, task.num_outputs
-    logits = torch.linspace(-1, 1, n * k).reshape(n, k)
-    labels = torch.tensor([[0.0], [1.0], [0.0], [1.0]]).expand(n, k).clone()
-    if cfg.data.task == "multiclass":
-        labels = torch.arange(n) % k
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        names = {f"val/{m}" for m in task.metrics(logits, labels)} | {"val/loss", "train/loss"}
-    if cfg.train.monitor not in names:
-        heads = sorted(m for m in names if "/" not in m[4:])
-        raise ConfigError(
-            f"train.monitor: {cfg.train.monitor!r} is not a logged metric; e.g. {', '.join(heads)}"
-        )
-
-
-def make_checkpoint(state: dict[str, Any], cfg: Config, model: nn.Module, **objs) -> dict:
-    """Everything a resume needs, as plain data."""
-    return {
-        "format_version": CHECKPOINT_FORMAT,
-        "model": unwrap_model(model).state_dict(),
-        **{name: obj.state_dict() for name, obj in objs.items()},
-        **state,
-        "rng": rng_state(),
-        "config": config_to_dict(cfg),
-        "class_names": cfg.class_names,
-    }
-
-
-def prepare_run_folder(cfg: Config, run_dir: Path) -> None:
-    """``checkpoints/`` (without the temp files of a killed run) and ``config.yaml``."""
-    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-    remove_partial_writes(run_dir / "checkpoints")
-    save_config(cfg, run_dir / "config.yaml")
-
-
-def build_optimization(
-    cfg: Config, model: nn.Module, steps_per_epoch: int
-) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
-    """AdamW and its per-step schedule (linear warm-up then cosine, or constant)."""
-    o = cfg.optim
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=o.lr, weight_decay=o.weight_decay, betas=tuple(o.betas)
-    )
-    total_steps = steps_per_epoch * cfg.train.epochs
-    warmup = round(o.warmup_epochs * steps_per_epoch) if o.scheduler == "cosine" else 0
-    ratio = o.min_lr_ratio if o.scheduler == "cosine" else 1.0
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, warmup_cosine(total_steps, warmup, ratio)
-    )
-    return optimizer, scheduler
-
-
-def restore(
-    ckpt: dict[str, Any], source: Path, model: nn.Module, stopper: EarlyStopping, **objs
-) -> tuple[list[dict[str, Any]], int, int]:
-    """Load a checkpoint into the model, ``objs`` (optimizer, scheduler, scaler), the early
-    stopper and the RNGs; returns (history, epoch, step) as saved."""
-    load_model_state(model, ckpt["model"], str(source))
-    for name, obj in objs.items():
-        obj.load_state_dict(ckpt[name])
-    stopper.load_state_dict(ckpt["early_stopping"])
-    set_rng_state(ckpt["rng"])
-    return ckpt["history"], ckpt["epoch"], ckpt["step"]
-
-
-def save_epoch(
-    checkpoint: dict[str, Any],
-    history: list[dict[str, Any]],
-    cfg: Config,
-    run_dir: Path,
-    paths: dict[str, Path],
-    improved: bool,
-) -> None:
-    """After an epoch (rank 0): last (and best) checkpoint, epoch copies, metrics.csv, curves."""
-    atomic_torch_save(checkpoint, paths["last"])
-    keep_epoch_copies(paths["last"], checkpoint["epoch"], cfg.checkpoint.keep_last_n)
-    if improved and cfg.checkpoint.save_best:
-        atomic_torch_save(checkpoint, paths["best"])
-    write_metrics_csv(history, run_dir / "metrics.csv")
-    write_curves(history, run_dir, cfg.class_names)
+    def seed_of(self, epoch: int) -> int:
+        return epoch_seed(self.cfg.train.seed, ddp.get_rank(), epoch)
 
 
 def fit(cfg: Config, run_dir: Path, resume_from: Path | None = None) -> dict[str, Any]:
-    """Train as ``cfg`` says, in ``run_dir``; resume from a checkpoint when given one."""
-    # ---- build --------------------------------------------------------------------------
-    progress = cfg.logging.progress and ddp.is_main()
-    loading = resolve_loader_settings(cfg)  # from this process's share of the node's cores
-    torch.set_num_threads(loading.threads)
-    seed_everything(cfg.train.seed)
-    device = ddp.rank_device(resolve_device(cfg.train.device))
-    amp_dtype = resolve_amp(cfg.train.amp, device)
-    check_model_params(cfg.model.name, cfg.model.params)  # before any data is loaded
-    ckpt = load_checkpoint(resume_from) if resume_from else None
-    if ckpt is not None:
-        check_resume_compatible(ckpt["config"], cfg, resume_from)
-    if ddp.is_main():  # under torchrun rank 0 alone writes into the run folder
-        prepare_run_folder(cfg, run_dir)
-    with ddp.main_first():  # rank 0 makes the phantom and splits.json; the others then read them
-        reuse = ckpt is not None or not ddp.is_main()
-        parts = prepare_splits(cfg, run_dir, reuse=reuse, progress=progress)
-    check_training_split(parts, cfg)  # batch size vs. the training split; findings never positive
-    print(describe_splits(parts, cfg.class_names))
-    print(loading.describe())
-    ddp.warm_disk_cache([parts["train"], parts["val"]], cfg, progress)
-    train_ds = build_dataset(ddp.shard_records(parts["train"], cfg, True), cfg, True, progress)
-    val_ds = build_dataset(ddp.shard_records(parts["val"], cfg, False), cfg, False, progress)
-    seed_of = functools.partial(epoch_seed, cfg.train.seed, ddp.get_rank())
-    train_sampler = ddp.shard_sampler(train_ds, cfg, train=True)
-    val_loader = build_loader(val_ds, cfg, False, sampler=ddp.shard_sampler(val_ds, cfg, False))
-    task = build_task(cfg, label_matrix(parts["train"]))
-    check_monitor(cfg, task)
-    model = create_model(
-        cfg.model.name, cfg.spatial_dims, 1, task.num_outputs, cfg.data.spatial_size,
-        **cfg.model.params,
-    ).to(device)  # fmt: skip
-    model = ddp.distribute_model(model, cfg, device)  # DDP under torchrun, else the model itself
-    # one loader iterator for every epoch this process runs: the workers prefetch across
-    # epoch boundaries and during validation (src.data.stream); started after a resume point
-    stream = EpochStream(train_ds, cfg, seed_of, 0, cfg.train.epochs, train_sampler)
-    steps_per_epoch = math.ceil(stream.batches.batches_per_epoch() / cfg.train.accumulate)
-    optimizer, scheduler = build_optimization(cfg, model, steps_per_epoch)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    stopper = EarlyStopping(cfg.train.monitor_mode, cfg.train.patience, cfg.train.min_delta)
-    history: list[dict[str, Any]] = []
-    start_epoch, step, run_id = 0, 0, ""
-    if ckpt is not None:
-        objs = {"optimizer": optimizer, "scheduler": scheduler, "scaler": scaler}
-        history, start_epoch, step = restore(ckpt, resume_from, model, stopper, **objs)
-        if step != start_epoch * steps_per_epoch:  # resumed with another world or batch size
-            step = ddp.realign_schedule(scheduler, start_epoch * steps_per_epoch)
-        run_id = ckpt["wandb_run_id"]
-        if ddp.is_main():  # drop rows newer than the checkpoint
-            write_metrics_csv(history, run_dir / "metrics.csv")
-        stream.start_at(start_epoch)
-        print(f"resumed from {resume_from} at epoch {start_epoch}")
-    tracker = Tracker(cfg, run_dir, run_id, enabled=ddp.is_main())
-    paths = checkpoint_paths(run_dir, cfg)  # last/best/final, named by the split strategy
-    guard = NonFiniteGuard(cfg.train.max_nonfinite_steps, paths["last"])
-    stopped = ckpt is not None and ckpt["early_stopped"]  # --set train.epochs=N extends a run
-    ran_epochs = 0
-
-    # ---- epochs -------------------------------------------------------------------------
-    for epoch in range(start_epoch, cfg.train.epochs):
-        if stopped:
+    """Train as ``cfg`` says, in ``run_dir``; resume from a checkpoint when given one.
+    Returns the summary: run folder, best epoch and best value of ``train.monitor``."""
+    run = build_run(cfg, run_dir, resume_from)
+    state, task = run.state, run.task
+    for epoch in range(state.epoch, cfg.train.epochs):
+        if state.early_stopped:  # a resumed run that had stopped: --set train.epochs extends it
             break
         t0 = time.perf_counter()
-        seed_everything(seed_of(epoch))  # dropout and anything else outside the data
-        guard.epoch = epoch + 1
-        train_loss = train_epoch(
-            model,
-            stream.epoch(epoch),
-            task,
-            optimizer,
-            scheduler,
-            scaler,
-            device,
-            amp_dtype,
-            cfg.train.accumulate,
-            cfg.optim.grad_clip,
-            progress,
-            guard,
-        )
-        step += steps_per_epoch
-        ddp.broadcast_buffers(model)  # every rank evaluates the BatchNorm statistics rank 0 saves
-        row = {"epoch": epoch + 1, "step": step, "lr": optimizer.param_groups[0]["lr"]}
+        seed_everything(run.seed_of(epoch))  # dropout and anything else outside the data
+        run.guard.epoch = epoch + 1
+        train_loss = train_epoch(state, run.stream.epoch(epoch), task, run.guard, run.progress)
+        ddp.broadcast_buffers(state.model)  # every rank evaluates the statistics rank 0 saves
+        row = {"epoch": epoch + 1, "step": state.step, "lr": state.lr}
         row |= {"train/loss": ddp.mean_over_ranks(train_loss)}
-        row |= validate_epoch(model, val_loader, task, device, amp_dtype, progress)
-        history.append(row)
-        improved = stopper.step(row[cfg.train.monitor], epoch + 1)
-        ran_epochs += 1
-        state = {
-            "epoch": epoch + 1,
-            "step": step,
-            "early_stopping": stopper.state_dict(),
-            "best_value": stopper.best,
-            "history": history,
-            "wandb_run_id": tracker.run_id,
-            "early_stopped": stopper.should_stop,
-        }
-        checkpoint = make_checkpoint(
-            state, cfg, model, optimizer=optimizer, scheduler=scheduler, scaler=scaler
+        row |= validate_epoch(
+            state.model, run.val_loader, task, state.device, state.amp_dtype, run.progress
         )
+        improved = state.end_epoch(row)
         if ddp.is_main():
-            save_epoch(checkpoint, history, cfg, run_dir, paths, improved)
-        tracker.log(row, step=epoch + 1)
+            save_epoch(run, improved)
+        run.tracker.log(row, step=epoch + 1)
         print(epoch_line(row, cfg, improved, time.perf_counter() - t0), flush=True)
-        for name in collapsed_classes(history, cfg.train.watch_classes):
+        for name in collapsed_classes(state.history, cfg.train.watch_classes):
             warnings.warn(
                 f"epoch {epoch + 1}: val recall of watched class {name!r} has been 0 for 2 "
                 "epochs in a row: the model no longer predicts it",
                 stacklevel=1,
             )
-        if stopper.should_stop:
-            print(f"early stop: {cfg.train.monitor} did not improve for {stopper.patience} epochs")
+        if state.early_stopped:
+            print(
+                f"early stop: {cfg.train.monitor} did not improve for {cfg.train.patience} epochs"
+            )
             break
-
-    # ---- end ----------------------------------------------------------------------------
-    stream.close()
-    ddp.barrier()  # rank 0 has written its checkpoints before any rank reads the best one
-    final, last = paths["final"], paths["last"]
-    if ddp.is_main() and (ran_epochs or not final.is_file()) and last.is_file():
-        atomic_torch_save(load_checkpoint(last), final)
+    run.stream.close()
+    ddp.barrier()  # rank 0 has written its checkpoints before any rank reads them
+    final, last = run.paths["final"], run.paths["last"]
+    if ddp.is_main() and last.is_file() and (state.epoch > 0 or not final.is_file()):
+        save_checkpoint(load_checkpoint(last), final)
     summary = {
         "run_dir": str(run_dir),
-        "best_epoch": stopper.best_epoch,
-        f"best_{cfg.train.monitor}": stopper.best,
+        "best_epoch": state.stopper.best_epoch,
+        f"best_{cfg.train.monitor}": state.stopper.best,
+        "tracking": run.tracker.location,
     }
-    if cfg.train.eval_test and parts["test"] and paths["best"].is_file():
-        summary |= evaluate_best(cfg, model, paths["best"], parts["test"], device, amp_dtype, task)
-        if ddp.is_main():
-            (run_dir / "test_metrics.json").write_text(json.dumps(summary, indent=1))
-    if ddp.is_main():  # report.html / .md (single process, fresh model); a failure only warns
-        report_after_training(cfg, run_dir, tracker)
-    tracker.summary(summary)
-    tracker.finish()
-    print_summary(summary, cfg, paths, tracker)
+    run.tracker.summary(summary)
+    run.tracker.finish()
     return summary
 
 
-def evaluate_best(cfg, model, best_path, records, device, amp_dtype, task) -> dict[str, float]:
-    """Test-split metrics of the best checkpoint (picked on validation only)."""
-    load_model_state(model, load_checkpoint(best_path)["model"], str(best_path))
-    dataset = build_dataset(
-        ddp.shard_records(records, cfg, False), cfg, train=False, progress=False
-    )
-    loader = build_loader(dataset, cfg, False, sampler=ddp.shard_sampler(dataset, cfg, False))
-    return validate_epoch(model, loader, task, device, amp_dtype, cfg.logging.progress, "test")
+def build_run(cfg: Config, run_dir: Path, resume_from: Path | None) -> Run:
+    """Check what can be checked before any data is read, then data, model, state, tracker."""
+    progress = show_progress(cfg) and ddp.is_main()
+    loading = resolve_loader_settings(cfg)  # from this process's share of the node's cores
+    torch.set_num_threads(loading.threads)
+    task = build_task(cfg)
+    check_before_data(cfg, task)
+    seed_everything(cfg.train.seed)
+    device = ddp.rank_device(resolve_device(cfg.train.device))
+    ckpt = load_checkpoint(resume_from) if resume_from else None
+    if ckpt is not None:
+        check_resume_compatible(ckpt["config"], config_to_dict(cfg), resume_from)
+    if ddp.is_main():  # under torchrun rank 0 alone writes into the run folder
+        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        remove_partial_writes(run_dir / "checkpoints")  # temp files of a killed run
+        save_config(cfg, run_dir / "config.yaml")
+    with ddp.main_first():  # rank 0 makes the phantom and splits.json; the others then read them
+        reuse = ckpt is not None or not ddp.is_main()
+        parts = prepare_splits(cfg, run_dir, reuse, task, progress)
+    check_training_split(parts, cfg, task)  # batch size vs. the training split; absent classes
+    print(describe_splits(parts, task))
+    print(loading.describe())
+    ddp.warm_disk_cache([parts["train"], parts["val"]], cfg, progress)
+    train_ds = build_dataset(ddp.shard_records(parts["train"], cfg, True), cfg, True, progress)
+    val_ds = build_dataset(ddp.shard_records(parts["val"], cfg, False), cfg, False, progress)
+    val_loader = evaluation_loader(val_ds, cfg, ddp.shard_sampler(val_ds, cfg, False))
+    task = build_task(cfg, label_matrix(parts["train"]))  # with the training split's loss weights
+    # one loader iterator for every epoch this process runs: the workers prefetch across
+    # epoch boundaries and during validation (src.data.stream)
+    seed_of = functools.partial(epoch_seed, cfg.train.seed, ddp.get_rank())
+    sampler = ddp.shard_sampler(train_ds, cfg, train=True)
+    stream = EpochStream(train_ds, cfg, seed_of, 0, cfg.train.epochs, sampler)
+    steps_per_epoch = math.ceil(stream.batches.batches_per_epoch() / cfg.train.accumulate)
+    state = build_state(cfg, task, device, steps_per_epoch)
+    if ckpt is not None:
+        resume(state, ckpt, resume_from, steps_per_epoch, run_dir)
+        stream.start_at(state.epoch)
+    tracker = Tracker(cfg, run_dir, state.run_id, enabled=ddp.is_main())
+    state.run_id = tracker.run_id
+    paths = checkpoint_paths(run_dir, cfg)  # last/best/final, named by the split strategy
+    guard = NonFiniteGuard(cfg.train.max_nonfinite_steps, paths["last"])
+    return Run(cfg, run_dir, task, state, stream, val_loader, tracker, guard, paths, progress)
+
+
+def check_before_data(cfg: Config, task: Task) -> None:
+    """Model name and parameters, the model's depth against the input size, and the monitored
+    metric: mistakes found here cost no data loading."""
+    check_model_params(cfg.model.name, cfg.model.params)
+    check_input_size(cfg.model.name, cfg.spatial_dims, 1, cfg.data.spatial_size, **cfg.model.params)
+    logged = {f"val/{m}" for m in [*task.metric_names, "loss"]} | {"train/loss"}
+    if cfg.train.monitor not in logged:
+        heads = sorted(m for m in logged if "/" not in m.split("/", 1)[1])
+        raise ConfigError(
+            f"train.monitor: {cfg.train.monitor!r} is not a logged metric; e.g. {', '.join(heads)}"
+        )
+
+
+def build_state(
+    cfg: Config, task: Task, device: torch.device, steps_per_epoch: int
+) -> TrainingState:
+    """A fresh training state: the model (DDP under torchrun), AdamW with its schedule, the
+    gradient scaler (fp16 only) and early stopping."""
+    model = create_model(
+        cfg.model.name, cfg.spatial_dims, 1, task.num_outputs, cfg.data.spatial_size,
+        **cfg.model.params,
+    ).to(device)  # fmt: skip
+    model = ddp.distribute_model(model, cfg, device)  # DDP under torchrun, else the model itself
+    optimizer, scheduler = build_optimization(cfg, model, steps_per_epoch)
+    amp_dtype = resolve_amp(cfg.train.amp, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    return TrainingState(cfg, model, optimizer, scheduler, scaler, device, amp_dtype)
+
+
+def resume(
+    state: TrainingState, ckpt: dict[str, Any], source: Path, steps_per_epoch: int, run_dir: Path
+) -> None:
+    """Load the checkpoint into ``state``; drop ``metrics.csv`` rows newer than it."""
+    state.load_state_dict(ckpt, str(source))
+    if state.step != state.epoch * steps_per_epoch:  # resumed with another world or batch size
+        state.step = ddp.realign_schedule(state.scheduler, state.epoch * steps_per_epoch)
+    if ddp.is_main():
+        write_csv(run_dir / "metrics.csv", metrics_rows(state.history))
+    print(f"resumed from {source} at epoch {state.epoch}")
+
+
+def metrics_rows(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``metrics.csv`` rows: one per epoch, floats to 6 significant digits."""
+    return [{k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()} for r in history]
+
+
+def save_epoch(run: Run, improved: bool) -> None:
+    """After an epoch (rank 0): last (and best) checkpoint, epoch copies, metrics.csv, curves."""
+    cfg, state, paths = run.cfg, run.state, run.paths
+    checkpoint = state.state_dict()
+    save_checkpoint(checkpoint, paths["last"])
+    keep_epoch_copies(paths["last"], state.epoch, cfg.checkpoint.keep_last_n)
+    if improved and cfg.checkpoint.save_best:
+        save_checkpoint(checkpoint, paths["best"])
+    write_csv(run.run_dir / "metrics.csv", metrics_rows(state.history))
+    write_curves(state.history, run.run_dir, run.task.output_names, cfg.train.monitor)
 
 
 def epoch_line(row: dict[str, Any], cfg: Config, improved: bool, seconds: float) -> str:
@@ -328,44 +242,38 @@ def epoch_line(row: dict[str, Any], cfg: Config, improved: bool, seconds: float)
     )
 
 
-def print_summary(
-    summary: dict[str, Any], cfg: Config, paths: dict[str, Path], tracker: Tracker
-) -> None:
+def train_model(cfg: Config, run_dir: Path, resume_from: Path | None = None) -> dict[str, Any]:
+    """The whole run from a config: ``fit``, then (rank 0) the evaluation of the best
+    checkpoint on the test split (else validation) with the run report; prints where the
+    outputs went and returns the summary."""
+    summary = fit(cfg, run_dir, resume_from)
+    if ddp.is_main():
+        summary["evaluation"] = evaluate_after_training(cfg, run_dir)
+        print_summary(summary, cfg, run_dir)
+    return summary
+
+
+def print_summary(summary: dict[str, Any], cfg: Config, run_dir: Path) -> None:
     best = summary[f"best_{cfg.train.monitor}"]
-    run_dir = paths["last"].parent.parent
-    names = ", ".join(p.name for p in paths.values())
+    names = ", ".join(p.name for p in checkpoint_paths(run_dir, cfg).values())
     lines = [
         "",
         f"run folder:   {run_dir}",
         f"best {cfg.train.monitor} = {best:.4f} at epoch {summary['best_epoch']}",
         f"checkpoints:  {run_dir / 'checkpoints'} ({names})",
-        f"metrics:      {run_dir / 'metrics.csv'}",
+        f"metrics:      {run_dir / 'metrics.csv'} (and loss / metric / recall curves)",
     ]
-    if "test/roc_auc_macro" in summary:
+    evaluation = summary.get("evaluation")
+    if evaluation:
+        auc = evaluation["metrics"]["default"]["roc_auc_macro"]
         lines.append(
-            f"test (best checkpoint): roc_auc_macro {summary['test/roc_auc_macro']:.4f}  "
-            f"-> {run_dir / 'test_metrics.json'}"
+            f"{evaluation['split']} (best checkpoint): roc_auc_macro {auc['value']:.4f} "
+            f"[{auc['lo']:.4f}, {auc['hi']:.4f}] -> {evaluation['folder']}"
         )
-    lines.append(f"tracking:     {tracker.location}")
+        if evaluation.get("report"):
+            lines.append(f"report:       {evaluation['report']}")
+    lines.append(f"tracking:     {summary['tracking']}")
     print("\n".join(lines))
-
-
-def check_resume_compatible(saved: dict[str, Any], cfg: Config, source: Path) -> None:
-    """A resume must not change what the weights mean: model, task or classes."""
-    now = config_to_dict(cfg)
-    for section, key in [
-        ("model", "name"),
-        ("model", "params"),
-        ("data", "task"),
-        ("data", "label_columns"),
-        ("data", "spatial_size"),
-    ]:
-        if saved[section][key] != now[section][key]:
-            raise CheckpointError(
-                f"{section}.{key}: the run at {source.parent.parent} was trained with "
-                f"{saved[section][key]!r}, the config now says {now[section][key]!r}; "
-                "resume with the run's own settings or start a new run without --resume"
-            )
 
 
 def resolve_run(args: argparse.Namespace, cfg: Config) -> tuple[Path, Path | None]:
@@ -407,7 +315,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(
         prog="python -m src.training.trainer", description=__doc__.splitlines()[0]
     )
-    ap.add_argument("--config", required=True, help="YAML config, e.g. configs/ct.yaml")
+    ap.add_argument("--config", required=True, help="YAML config, e.g. configs/ct.yaml or ct")
     ap.add_argument(
         "--set",
         nargs="+",
@@ -433,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.config, args.set)
         ddp.init_distributed(cfg.train.device)  # under torchrun; a single process otherwise
         run_dir, resume_from = ddp.run_on_main(lambda: resolve_run(args, cfg))  # one run folder
-        fit(cfg, run_dir, resume_from)
+        train_model(cfg, run_dir, resume_from)
     except USER_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -443,5 +351,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    np.set_printoptions(precision=4)
     sys.exit(main())

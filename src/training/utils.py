@@ -1,22 +1,42 @@
-"""Checkpoints (atomic writes, strict loads), seeding, RNG state, early stopping, schedules."""
+"""Checkpoints and resume: save (atomic), load (``weights_only``, strict), find, name; early
+stopping, whose state travels in every checkpoint.
+
+Run folders and checkpoints are named by the split strategy. With ``data.split.strategy: auto``
+(the CT default) or ``column`` names stay plain: ``ct-<date>-<time>/``,
+``checkpoints/{last,best,final}.pt``. An explicit strategy tags both, so runs of one config with
+different strategies never overwrite each other::
+
+    xray-stratified-20261121-150000/checkpoints/best_stratified.pt
+    xray-center-20261121-151500/checkpoints/final_center.pt
+    xray-kfold2-20261121-153000/checkpoints/last_kfold2.pt
+"""
 
 from __future__ import annotations
 
 import math
 import os
-import random
+import re
 import shutil
-import tempfile
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
+from src.config import Config
+from src.files import atomic_write
+
 CHECKPOINT_FORMAT = 1
-CHECKPOINT_NAMES = ("last.pt", "best.pt", "final.pt")  # plus last_<strategy>.pt etc.
+CHECKPOINT_KINDS = ("last", "best", "final")
+STRATEGY_TAGS = {
+    "auto": "",
+    "column": "",  # the data's own split (e.g. MedMNIST's official one): nothing to choose
+    "stratified": "stratified",
+    "center_holdout": "center",
+    "kfold": "kfold",
+}
 
 
 class CheckpointError(RuntimeError):
@@ -34,58 +54,10 @@ def unwrap_model(model: nn.Module) -> nn.Module:
             return model
 
 
-def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    """``torch.save`` to a temporary file in the same folder, fsync, then ``os.replace``:
-    a crash leaves the old file or the new one, never a torn file under the real name."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def atomic_write_text(text: str, path: str | Path) -> None:
-    """Write a text file atomically (temporary file + ``os.replace``)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def remove_partial_writes(folder: str | Path) -> None:
-    """Delete the temporary files (``.<name>.*.tmp``) that a killed atomic write leaves."""
-    for tmp in Path(folder).glob(".*.tmp"):
-        tmp.unlink(missing_ok=True)
-
-
-def keep_epoch_copies(last: str | Path, epoch: int, keep: int) -> None:
-    """``epoch_NNNN.pt`` beside ``last``: a hard link to the checkpoint just written (no extra
-    disk until ``last`` is replaced); only the ``keep`` newest stay. ``keep`` = 0 makes none."""
-    last = Path(last)
-    if keep > 0:
-        copy = last.parent / f"epoch_{epoch:04d}.pt"
-        copy.unlink(missing_ok=True)
-        try:
-            os.link(last, copy)
-        except OSError:  # a file system without hard links
-            shutil.copyfile(last, copy)
-    for old in sorted(last.parent.glob("epoch_*.pt"))[: -keep or None]:
-        old.unlink(missing_ok=True)
+def save_checkpoint(checkpoint: dict[str, Any], path: str | Path) -> None:
+    """``torch.save`` through ``atomic_write``: a crash leaves the old file or the new one."""
+    with atomic_write(path, "wb") as fh:
+        torch.save(checkpoint, fh)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -118,55 +90,103 @@ def load_model_state(model: nn.Module, state: dict[str, torch.Tensor], source: s
         )
 
 
-def find_latest_checkpoint(run_dir: str | Path) -> Path | None:
-    """The checkpoint to resume from: ``checkpoints/last.pt`` or ``last_<strategy>.pt``
-    (written every epoch), else the newest ``*.pt`` in ``checkpoints/``; None when none."""
+def keep_epoch_copies(last: str | Path, epoch: int, keep: int) -> None:
+    """``epoch_NNNN.pt`` beside ``last``: a hard link to the checkpoint just written (no extra
+    disk until ``last`` is replaced); only the ``keep`` newest stay. ``keep`` = 0 makes none."""
+    last = Path(last)
+    if keep > 0:
+        copy = last.parent / f"epoch_{epoch:04d}.pt"
+        copy.unlink(missing_ok=True)
+        try:
+            os.link(last, copy)
+        except OSError:  # a file system without hard links
+            shutil.copyfile(last, copy)
+    for old in sorted(last.parent.glob("epoch_*.pt"))[: -keep or None]:
+        old.unlink(missing_ok=True)
+
+
+def strategy_tag(cfg: Config) -> str:
+    """The tag of ``data.split.strategy`` ('' for auto / column); k-fold carries its fold."""
+    s = cfg.data.split
+    tag = STRATEGY_TAGS[s.strategy]
+    return f"{tag}{s.fold}" if s.strategy == "kfold" else tag
+
+
+def checkpoint_paths(run_dir: Path, cfg: Config) -> dict[str, Path]:
+    """``{"last": .../last_<tag>.pt, "best": ..., "final": ...}`` (plain names without a tag)."""
+    tag = strategy_tag(cfg)
+    suffix = f"_{tag}" if tag else ""
+    return {kind: Path(run_dir) / "checkpoints" / f"{kind}{suffix}.pt" for kind in CHECKPOINT_KINDS}
+
+
+def _find_kind(run_dir: Path, kind: str) -> Path | None:
+    """``checkpoints/<kind>.pt`` or, in a strategy-named run, the one ``<kind>_<tag>.pt``."""
     folder = Path(run_dir) / "checkpoints"
-    if not folder.is_dir():
-        return None
-    for pattern in ("last*.pt", "*.pt"):
-        found = sorted(folder.glob(pattern), key=lambda p: p.stat().st_mtime)
-        if found:
-            return found[-1]
-    return None
+    plain = folder / f"{kind}.pt"
+    if plain.is_file():
+        return plain
+    tagged = sorted(folder.glob(f"{kind}_*.pt")) if folder.is_dir() else []
+    return tagged[0] if len(tagged) == 1 else None
 
 
-def seed_everything(seed: int) -> None:
-    """Seed python, numpy and torch (all devices)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+def find_latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The checkpoint to resume from: ``last`` (written every epoch), else the newest ``*.pt``
+    in ``checkpoints/``; None when there is none."""
+    folder = Path(run_dir) / "checkpoints"
+    last = _find_kind(Path(run_dir), "last")
+    if last is not None or not folder.is_dir():
+        return last
+    found = sorted(folder.glob("*.pt"), key=lambda p: p.stat().st_mtime)
+    return found[-1] if found else None
 
 
-def rng_state() -> dict[str, Any]:
-    """Python, numpy and torch RNG states as plain data (loadable with ``weights_only``)."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    state = {
-        "python": random.getstate(),
-        "numpy": {
-            "kind": kind,
-            "keys": torch.from_numpy(keys.astype(np.int64)),
-            "pos": int(pos),
-            "has_gauss": int(has_gauss),
-            "gauss": float(gauss),
-        },
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
+def resolve_checkpoint(run_dir: str | Path, which: str = "best") -> Path:
+    """``best`` / ``last`` / ``final`` of a run folder (plain or strategy-named), or a path."""
+    kind = which.removesuffix(".pt")
+    if kind in CHECKPOINT_KINDS:
+        path = _find_kind(Path(run_dir), kind) or Path(run_dir) / "checkpoints" / f"{kind}.pt"
+    else:
+        path = Path(which)
+    if not path.is_file():
+        raise CheckpointError(
+            f"--checkpoint: {path} not found; give best, last, final or a checkpoint path "
+            f"(is {run_dir} a run folder?)"
+        )
+    return path
 
 
-def set_rng_state(state: dict[str, Any]) -> None:
-    py = state["python"]
-    random.setstate((py[0], tuple(py[1]), py[2]))
-    n = state["numpy"]
-    np.random.set_state(
-        (n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"])
-    )
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+def run_folder_name(cfg: Config, stem: str, now: datetime | None = None) -> str:
+    """``logging.run_name`` or ``<config stem>-<date>-<time>``, with the strategy tag after
+    the name: ``xray-stratified-20261121-150000``, ``myrun-center``."""
+    tag = strategy_tag(cfg)
+    if cfg.logging.run_name:
+        return f"{cfg.logging.run_name}-{tag}" if tag else cfg.logging.run_name
+    stamp = f"{now or datetime.now():%Y%m%d-%H%M%S}"
+    return f"{stem}-{tag}-{stamp}" if tag else f"{stem}-{stamp}"
+
+
+def runs_of(out_dir: Path, cfg: Config, stem: str) -> list[Path]:
+    """Timestamped run folders of this config and strategy under ``out_dir``, oldest first."""
+    tag = strategy_tag(cfg)
+    pattern = re.compile(rf"{re.escape(stem)}-{re.escape(tag) + '-' if tag else ''}\d{{8}}-\d{{6}}")
+    return sorted(p for p in Path(out_dir).glob(f"{stem}-*") if pattern.fullmatch(p.name))
+
+
+def check_resume_compatible(saved: dict[str, Any], now: dict[str, Any], source: Path) -> None:
+    """A resume must not change what the weights mean: model, task, classes or input size."""
+    for section, key in [
+        ("model", "name"),
+        ("model", "params"),
+        ("data", "task"),
+        ("data", "label_columns"),
+        ("data", "spatial_size"),
+    ]:
+        if saved[section][key] != now[section][key]:
+            raise CheckpointError(
+                f"{section}.{key}: the run at {source.parent.parent} was trained with "
+                f"{saved[section][key]!r}, the config now says {now[section][key]!r}; "
+                "resume with the run's own settings or start a new run without --resume"
+            )
 
 
 @dataclass
@@ -207,36 +227,3 @@ class EarlyStopping:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for key, value in state.items():
             setattr(self, key, value)
-
-
-def warmup_cosine(total_steps: int, warmup_steps: int, min_ratio: float):
-    """LR multiplier: linear warm-up to 1, then cosine down to ``min_ratio`` at the end."""
-
-    def factor(step: int) -> float:
-        if warmup_steps > 0 and step < warmup_steps:
-            return (step + 1) / warmup_steps
-        span = max(1, total_steps - warmup_steps)
-        progress = min(1.0, (step - warmup_steps) / span)
-        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return factor
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when present, else CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"train.device: {name} asked for but no CUDA device is visible")
-    return torch.device(name)
-
-
-def resolve_amp(mode: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype: bf16 where the GPU supports it under ``auto``; None = full precision."""
-    if device.type != "cuda" or mode == "off":
-        return None
-    if mode == "fp16":
-        return torch.float16
-    if mode == "bf16" or torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return torch.float16

@@ -8,13 +8,16 @@ import dataclasses
 import torch
 
 from src.data.loaders import build_dataset
-from src.data.pipeline import prepare_splits
+from src.data.splits import prepare_splits
+from src.training.tasks import build_task
 from src.training.trainer import fit
 
 
 def test_float16_cache_is_within_1e3_of_float32(tiny_config, tmp_path):
     cfg, _ = tiny_config
-    recs = prepare_splits(cfg, tmp_path, reuse=False, progress=False)["val"][:3]
+    recs = prepare_splits(cfg, tmp_path, reuse=False, task=build_task(cfg), progress=False)["val"][
+        :3
+    ]
     out = {}
     for dtype in ("float32", "float16"):
         cfg.data.cache_dtype = dtype

@@ -6,13 +6,16 @@ from __future__ import annotations
 import torch
 
 from src.data.loaders import build_dataset, cache_folder
-from src.data.pipeline import prepare_splits
+from src.data.splits import prepare_splits
+from src.training.tasks import build_task
 
 
 def test_damaged_entries_are_rebuilt_and_logged(tiny_config, tmp_path, capsys):
     cfg, _ = tiny_config
     cfg.data.cache = "disk"
-    recs = prepare_splits(cfg, tmp_path, reuse=False, progress=False)["val"][:3]
+    recs = prepare_splits(cfg, tmp_path, reuse=False, task=build_task(cfg), progress=False)["val"][
+        :3
+    ]
     ds = build_dataset(recs, cfg, train=False, progress=False)
     fresh = [ds[i]["image"] for i in range(3)]
     entries = sorted(cache_folder(cfg).glob("*.pt"))

@@ -8,12 +8,13 @@ import shutil
 import torch
 
 from src.data.loaders import build_dataset, cache_folder, item_hash, to_items
-from src.data.pipeline import prepare_splits
+from src.data.splits import prepare_splits
+from src.training.tasks import build_task
 
 
 def test_caches_match_uncached_and_live_under_the_key(tiny_config, tmp_path):
     cfg, _ = tiny_config
-    parts = prepare_splits(cfg, tmp_path, reuse=False, progress=False)
+    parts = prepare_splits(cfg, tmp_path, reuse=False, task=build_task(cfg), progress=False)
     recs = parts["val"][:3]
     out = {}
     for mode in ("none", "disk", "ram", "disk+ram"):
@@ -45,7 +46,7 @@ def test_item_hash_changes_when_the_file_or_label_changes(tiny_phantom, tmp_path
 
 def test_compact_cache_is_float16_and_model_input_float32(tiny_config, tmp_path):
     cfg, _ = tiny_config
-    parts = prepare_splits(cfg, tmp_path, reuse=False, progress=False)
+    parts = prepare_splits(cfg, tmp_path, reuse=False, task=build_task(cfg), progress=False)
     cfg.data.cache_dtype = "float16"
     ds = build_dataset(parts["val"][:2], cfg, train=True, progress=False)
     assert ds.data[0]["image"].dtype == torch.float16  # what the RAM cache holds

@@ -11,9 +11,11 @@ import pytest
 from PIL import Image
 
 from src.config import ConfigError, config_from_dict
+from src.data.builtin import ensure_builtin_data
 from src.data.medmnist import import_medmnist, main
-from src.data.pipeline import ensure_builtin_data, prepare_splits
 from src.data.records import DataError
+from src.data.splits import prepare_splits
+from src.training.tasks import build_task
 
 COUNTS = {"train": 5, "val": 2, "test": 3}
 
@@ -119,7 +121,7 @@ def test_config_imports_on_first_use_and_reuses_the_folder(tmp_path):
     root = tmp_path / "data" / "a"
     cfg = medmnist_config(tmp_path / "a.npz", root)
     (tmp_path / "run").mkdir()
-    parts = prepare_splits(cfg, tmp_path / "run", reuse=False, progress=False)
+    parts = prepare_splits(cfg, tmp_path / "run", reuse=False, task=build_task(cfg), progress=False)
     assert {k: len(v) for k, v in parts.items()} == COUNTS  # the official split, untouched
     mtime = (root / "labels.csv").stat().st_mtime_ns
     ensure_builtin_data(cfg, progress=False)

@@ -8,6 +8,7 @@ import pytest
 from src.config import config_from_dict
 from src.data.records import DataError
 from src.data.splits import check_splits, make_splits
+from src.training.tasks import build_task
 
 
 def records(n_patients=60, scans=2, seed=0, split=""):
@@ -28,6 +29,10 @@ def records(n_patients=60, scans=2, seed=0, split=""):
     return out
 
 
+def split_of(recs, c):
+    return make_splits(recs, c, build_task(c))
+
+
 def cfg(**split):
     return config_from_dict(
         {"data": {"csv": "x", "image_root": ".", "label_columns": ["a", "b", "c"], "split": split}}
@@ -38,7 +43,7 @@ def cfg(**split):
 def test_no_patient_crosses_splits(strategy):
     recs = records()
     c = cfg(strategy=strategy, holdout_centers=["c1"])
-    splits = make_splits(recs, c)
+    splits = split_of(recs, c)
     patient = {r["id"]: r["patient"] for r in recs}
     seen = {}
     for name, ids in splits.items():
@@ -50,7 +55,7 @@ def test_no_patient_crosses_splits(strategy):
 
 def test_center_holdout_puts_exactly_the_named_centres_in_test():
     recs = records()
-    splits = make_splits(recs, cfg(strategy="center_holdout", holdout_centers=["c2"]))
+    splits = split_of(recs, cfg(strategy="center_holdout", holdout_centers=["c2"]))
     center = {r["id"]: r["center"] for r in recs}
     assert {center[i] for i in splits["test"]} == {"c2"}
     assert "c2" not in {center[i] for i in splits["train"] + splits["val"]}
@@ -58,13 +63,13 @@ def test_center_holdout_puts_exactly_the_named_centres_in_test():
 
 def test_seeded_split_is_reproducible_and_seed_dependent():
     recs = records()
-    a, b = make_splits(recs, cfg(seed=1)), make_splits(recs, cfg(seed=1))
+    a, b = split_of(recs, cfg(seed=1)), split_of(recs, cfg(seed=1))
     assert a == b
-    assert make_splits(recs, cfg(seed=2))["val"] != a["val"]
+    assert split_of(recs, cfg(seed=2))["val"] != a["val"]
 
 
 def test_split_fractions_are_close():
-    splits = make_splits(records(n_patients=100), cfg(val_fraction=0.2, test_fraction=0.2))
+    splits = split_of(records(n_patients=100), cfg(val_fraction=0.2, test_fraction=0.2))
     n = 200
     assert abs(len(splits["test"]) / n - 0.2) < 0.06
     assert abs(len(splits["val"]) / n - 0.2) < 0.06
@@ -81,11 +86,11 @@ def test_split_column_is_used_and_checked():
     recs = records(n_patients=6, scans=1)
     for r, s in zip(recs, ["train", "train", "valid", "test", "train", "val"], strict=True):
         r["split"] = s
-    splits = make_splits(recs, cfg())
+    splits = split_of(recs, cfg())
     assert splits["val"] == ["p2_s0", "p5_s0"] and splits["test"] == ["p3_s0"]
     recs[0]["split"] = "holdout"
     with pytest.raises(DataError, match="unknown value 'holdout' in split column"):
-        make_splits(recs, cfg())
+        split_of(recs, cfg())
 
 
 @pytest.mark.parametrize("held", [["c0"], ["c0", "c2"]])
@@ -115,7 +120,7 @@ def test_multiclass_splits_keep_patients_and_hold_out_exactly_the_named_centres(
             }
         }
     )
-    splits = make_splits(recs, c)
+    splits = split_of(recs, c)
     where = {}
     for name, ids in splits.items():
         for i in ids:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from src.data.splits import run_splits
 from src.data.transforms import build_augmentation, build_preprocessing, preprocessing_settings
 from src.inference.export import exported_logits, main, read_metadata
-from src.inference.runtime import load_run, run_splits
+from src.inference.runtime import load_run
 
 
 def test_export_both_formats_match_pytorch_on_a_real_scan(tiny_run, tmp_path, capsys):
@@ -15,7 +16,7 @@ def test_export_both_formats_match_pytorch_on_a_real_scan(tiny_run, tmp_path, ca
     assert main(["--run", str(tiny_run), "--format", "both", "--out", str(out)]) == 0
     assert "max |logit - PyTorch|" in capsys.readouterr().out
     run = load_run(tiny_run)
-    records = run_splits(run.cfg, tiny_run)["test"][:2]
+    records = run_splits(run.cfg, tiny_run, run.task)["test"][:2]
     pre = build_preprocessing(run.cfg)
     cast = build_augmentation(run.cfg, train=False)
     x = torch.stack([cast(pre({"image": r["image"]}))["image"] for r in records])

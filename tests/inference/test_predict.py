@@ -9,13 +9,15 @@ import shutil
 import numpy as np
 import pytest
 
+from src.data.splits import run_splits
 from src.inference.predict import main
-from src.inference.runtime import load_run, predict_records, run_splits
+from src.inference.runtime import load_run, split_outcomes
 
 
 def test_folder_with_a_corrupt_file_predicts_the_rest_and_fails(tiny_run, tmp_path, capsys):
     run = load_run(tiny_run)
-    records = run_splits(run.cfg, tiny_run)["test"][:3]
+    parts = run_splits(run.cfg, tiny_run, run.task)
+    parts["test"] = records = parts["test"][:3]
     folder = tmp_path / "scans"
     folder.mkdir()
     for r in records:
@@ -32,8 +34,8 @@ def test_folder_with_a_corrupt_file_predicts_the_rest_and_fails(tiny_run, tmp_pa
     meta = json.loads(out.with_suffix(".json").read_text())
     assert [f["file"].rsplit("/", 1)[-1] for f in meta["failed"]] == ["broken.nii.gz"]
     assert meta["thresholds"]["source"] == "val" and meta["class_names"] == run.cfg.class_names
-    # the same probabilities as the evaluation path, and labels from the stored thresholds
-    expected, _ = predict_records(run, records)
+    # the same probabilities as the evaluation path, and decisions from the stored thresholds
+    expected = split_outcomes(run, "test", parts=parts).probs
     names = run.cfg.class_names
     got = np.array([[float(r[f"prob/{n}"]) for n in names] for r in rows])
     order = np.argsort([r["image"].rsplit("/", 1)[-1] for r in records])
@@ -41,12 +43,14 @@ def test_folder_with_a_corrupt_file_predicts_the_rest_and_fails(tiny_run, tmp_pa
     for r in rows:
         for n in names:
             t = meta["thresholds"]["classes"][n]["threshold"]
-            assert int(r[f"label/{n}"]) == int(float(r[f"prob/{n}"]) >= t - 1e-6)
+            assert int(r[f"pred/{n}"]) == int(float(r[f"prob/{n}"]) >= t - 1e-6)
+        positive = [n for n in names if r[f"pred/{n}"] == "1"]
+        assert r["predicted"] == "; ".join(positive)
 
 
 def test_all_readable_exits_zero_and_missing_input_is_named(tiny_run, tmp_path, capsys):
     run = load_run(tiny_run)
-    image = run_splits(run.cfg, tiny_run)["val"][0]["image"]
+    image = run_splits(run.cfg, tiny_run, run.task)["val"][0]["image"]
     out = tmp_path / "one.csv"
     assert main(["--run", str(tiny_run), image, "--out", str(out)]) == 0
     assert main(["--run", str(tiny_run), image, "nope.nii.gz", "--out", str(out)]) == 1

@@ -1,40 +1,21 @@
-"""Test-time augmentation and checkpoint names of the shared run loader."""
+"""Test-time flips: `--tta` averages over the flips training used, and over none when training
+did not flip (a chest CT is never flipped left-right at test time)."""
 
 from __future__ import annotations
 
-import pytest
-import torch
-from torch import nn
+import numpy as np
 
-from src.config import config_from_dict
-from src.inference.runtime import predict_batch, resolve_checkpoint
-from src.training.utils import CheckpointError
+from src.inference.runtime import load_run, split_outcomes
 
 
-def test_tta_is_the_mean_over_the_image_and_its_flips(tmp_path):
-    cfg = config_from_dict(
-        {
-            "data": {
-                "csv": "x.csv",
-                "image_root": str(tmp_path),
-                "label_columns": ["a", "b"],
-                "augment": {"flip_axes": [0, 2]},
-            },
-        }
+def test_tta_follows_the_flips_the_run_trained_with(tiny_run):
+    flipped = load_run(tiny_run)  # the tiny run trains with flips along axis 0
+    assert flipped.flips(True) == [(0,)] and flipped.flips(False) == []
+    tta = split_outcomes(flipped, "test", tta=True).probs
+    assert not np.allclose(tta, split_outcomes(flipped, "test").probs)
+    # a run that trained without flips (configs/ct.yaml) gets none at test time either
+    unflipped = load_run(tiny_run, overrides=["data.augment.flip_prob=0"])
+    assert unflipped.flips(True) == []
+    np.testing.assert_array_equal(
+        split_outcomes(unflipped, "test", tta=True).probs, split_outcomes(unflipped, "test").probs
     )
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(4 * 3 * 2, 2)).eval()
-    x = torch.randn(5, 1, 4, 3, 2)
-    expected = (
-        torch.sigmoid(model(x)) + torch.sigmoid(model(x.flip(2))) + torch.sigmoid(model(x.flip(4)))
-    ) / 3
-    torch.testing.assert_close(predict_batch(model, x, cfg, tta=True), expected)
-    torch.testing.assert_close(predict_batch(model, x, cfg), torch.sigmoid(model(x)))
-
-
-def test_checkpoint_names_resolve_inside_the_run(tmp_path):
-    (tmp_path / "checkpoints").mkdir()
-    (tmp_path / "checkpoints" / "last.pt").write_bytes(b"")
-    assert resolve_checkpoint(tmp_path, "last") == tmp_path / "checkpoints" / "last.pt"
-    with pytest.raises(CheckpointError, match=r"--checkpoint: .*best.pt not found"):
-        resolve_checkpoint(tmp_path, "best")

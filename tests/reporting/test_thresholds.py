@@ -12,6 +12,7 @@ from src.reporting.thresholds import (
     sensitivity_threshold,
     youden_threshold,
 )
+from src.training.tasks import build_task
 
 
 def _data(seed=0, n=200):
@@ -55,11 +56,20 @@ def test_rules_per_class_and_single_valued_class(tmp_path):
     cfg = _cfg(tmp_path, sensitivity_targets={"a": 0.9})
     y, s = _data(2)
     labels = np.c_[y, np.zeros_like(y)]  # class b: no positives on validation
-    out = choose_thresholds(np.c_[s, s], labels, cfg)
+    out = choose_thresholds(np.c_[s, s], labels, build_task(cfg), cfg.evaluation)
     assert out["classes"]["a"]["rule"] == "sensitivity>=0.9"
     assert out["classes"]["a"]["threshold"] == pytest.approx(sensitivity_threshold(y, s, 0.9))
     assert out["classes"]["b"] == {"threshold": 0.5, "rule": "fixed 0.5 (one label value in val)"}
     assert "sensitivity>=0.9" in rule_summary(out) and "val split" in rule_summary(out)
+
+
+def test_an_arg_max_task_takes_no_thresholds(tmp_path):
+    raw = {"csv": "x.csv", "image_root": str(tmp_path), "task": "multiclass"}
+    raw |= {"label_columns": ["y"], "class_names": ["a", "b", "c"]}
+    cfg = config_from_dict({"data": raw})
+    probs = np.random.default_rng(0).dirichlet(np.ones(3), 20)
+    out = choose_thresholds(probs, np.eye(3)[np.arange(20) % 3], build_task(cfg), cfg.evaluation)
+    assert out["classes"] == {} and "arg-max" in rule_summary(out)
 
 
 def test_unknown_class_in_sensitivity_targets_names_the_key(tmp_path):

@@ -16,10 +16,9 @@ import pytest
 import torch
 
 from src.config import load_config
-from src.data.loaders import build_dataset, build_loader
-from src.data.pipeline import prepare_splits
+from src.data.loaders import evaluation_loader
 from src.data.records import label_matrix
-from src.data.splits import load_splits
+from src.data.splits import load_splits, prepare_splits
 from src.models import create_model
 from src.training.distributed import EvalShardSampler, interleave_shards
 from src.training.loop import validate_epoch
@@ -83,12 +82,11 @@ def read_rows(path: Path) -> list[dict[str, str]]:
 def one_process_metrics(config: Path, run: Path) -> dict[str, float]:
     """The validation metrics of ``run``'s final model, predicted in this single process."""
     cfg = load_config(config, ["data.cache=none"])
-    parts = prepare_splits(cfg, run, reuse=True, progress=False)
+    parts = prepare_splits(cfg, run, reuse=True, task=build_task(cfg), progress=False)
     task = build_task(cfg, label_matrix(parts["train"]))
     model = create_model(cfg.model.name, 3, 1, task.num_outputs, **cfg.model.params)
     load_model_state(model, load_checkpoint(run / "checkpoints" / "final.pt")["model"], "final")
-    loader = build_loader(build_dataset(parts["val"], cfg, train=False, progress=False), cfg, False)
-    return validate_epoch(model, loader, task, torch.device("cpu"))
+    return validate_epoch(model, evaluation_loader(parts["val"], cfg), task, torch.device("cpu"))
 
 
 def test_two_gloo_processes(tiny_config, tmp_path):

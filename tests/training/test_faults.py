@@ -9,9 +9,11 @@ import pytest
 import torch
 from torch import nn
 
+from src.config import config_from_dict
 from src.training import trainer
 from src.training.faults import NonFiniteError, NonFiniteGuard
 from src.training.loop import train_epoch
+from src.training.state import TrainingState
 from src.training.tasks import MultiLabelTask
 from src.training.trainer import main
 from src.training.utils import load_checkpoint
@@ -29,12 +31,13 @@ def make_batches(n: int = 4, poison: tuple[int, ...] = ()) -> list[dict[str, tor
 
 
 def run(model, batches, guard=None) -> float:
+    cfg = config_from_dict({"data": {"csv": "x", "image_root": ".", "label_columns": ["a", "b"]}})
+    cfg.optim.grad_clip = 1.0
     opt = torch.optim.AdamW(model.parameters(), lr=0.05)
+    constant = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
-    task = MultiLabelTask(["a", "b"])
-    return train_epoch(
-        model, batches, task, opt, None, scaler, torch.device("cpu"), guard=guard, grad_clip=1.0
-    )
+    state = TrainingState(cfg, model, opt, constant, scaler, torch.device("cpu"))
+    return train_epoch(state, batches, MultiLabelTask(["a", "b"]), guard)
 
 
 def tiny_model() -> nn.Module:
@@ -79,14 +82,14 @@ def test_run_stops_keeping_the_last_good_checkpoint(tiny_config, monkeypatch, ca
     """From epoch 2 on every loss is NaN: the run stops with one line; last.pt is epoch 1."""
     _, path = tiny_config
     poisoned = {"on": False}
-    write = trainer.write_metrics_csv
+    save = trainer.save_epoch
 
-    def write_then_poison(history, target):
-        write(history, target)
+    def save_then_poison(run, improved):
+        save(run, improved)
         poisoned["on"] = True
 
     loss = MultiLabelTask.loss
-    monkeypatch.setattr(trainer, "write_metrics_csv", write_then_poison)
+    monkeypatch.setattr(trainer, "save_epoch", save_then_poison)
     monkeypatch.setattr(
         MultiLabelTask,
         "loss",

@@ -22,18 +22,18 @@ def fit_recording_rss(cfg, run_dir) -> list[float]:
     """Train ``cfg`` in ``run_dir``; the RSS (MB) after each epoch, measured when the epoch's
     ``metrics.csv`` has been written (after a garbage collection)."""
     rss: list[float] = []
-    write = trainer.write_metrics_csv
+    save = trainer.save_epoch
 
-    def write_and_measure(history, path):
-        write(history, path)
+    def save_and_measure(run, improved):
+        save(run, improved)
         gc.collect()
         rss.append(rss_mb())
 
-    trainer.write_metrics_csv = write_and_measure
+    trainer.save_epoch = save_and_measure
     try:
         trainer.fit(cfg, run_dir)
     finally:
-        trainer.write_metrics_csv = write
+        trainer.save_epoch = save
     return rss
 
 

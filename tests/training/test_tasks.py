@@ -1,7 +1,11 @@
-"""Multi-class task: inverse-frequency class weights from the training split in the training
-loss only; the validation loss (early stopping, best checkpoint) is unweighted."""
+"""The task object owns everything task-dependent: label parsing, counts, strata, one-hot,
+decisions, metric names, test-time flips, losses (class weights in the training loss only; the
+validation loss is unweighted); and nothing outside it branches on the task kind."""
 
 from __future__ import annotations
+
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,8 +15,16 @@ from sklearn.utils.class_weight import compute_class_weight
 from torch import nn
 
 from src.config import config_from_dict
+from src.data.records import LabelError
 from src.training.loop import validate_epoch
-from src.training.tasks import MultiClassTask, build_task, inverse_frequency_weights
+from src.training.tasks import (
+    BinaryTask,
+    MultiClassTask,
+    MultiLabelTask,
+    build_task,
+    inverse_frequency_weights,
+    tta_flips,
+)
 
 NAMES = ["normal", "benign", "malignant"]
 
@@ -49,10 +61,11 @@ def test_class_weights_from_known_counts(counts, expected):
 
 def test_build_task_uses_weights_only_when_asked():
     labels = np.repeat(np.arange(3), [6, 3, 1]).astype(np.float32)
-    assert build_task(cfg(False), labels).class_weights is None
+    assert build_task(cfg(False), labels).loss_weights is None
+    assert build_task(cfg(True)).loss_weights is None  # no labels: no weights
     weighted = build_task(cfg(True), labels)
     np.testing.assert_allclose(
-        weighted.class_weights.numpy(), [1 / 6, 1 / 3, 1] / np.mean([1 / 6, 1 / 3, 1])
+        weighted.loss_weights.numpy(), [1 / 6, 1 / 3, 1] / np.mean([1 / 6, 1 / 3, 1])
     )
 
 
@@ -78,8 +91,78 @@ def test_validation_loss_is_unweighted_while_training_loss_is_weighted():
     loader = [{"image": torch.zeros(6, 1, 2, 2), "label": y[i : i + 6]} for i in (0, 6)]
     row = validate_epoch(FixedLogits(logits), loader, task, torch.device("cpu"))
     unweighted = F.cross_entropy(logits, y).item()
-    weighted = F.cross_entropy(logits, y, weight=task.class_weights).item()
+    weighted = F.cross_entropy(logits, y, weight=task.loss_weights).item()
     assert row["val/loss"] == pytest.approx(unweighted, rel=1e-6)
     assert task.loss(logits, y).item() == pytest.approx(weighted, rel=1e-6)
     assert abs(weighted - unweighted) > 0.05  # the weights do change the training loss
     assert {f"val/recall/{n}" for n in NAMES} <= set(row)
+
+
+def test_label_parsing_counts_and_strata():
+    ml, binary, mc = (
+        MultiLabelTask(["a", "b"]),
+        BinaryTask(["normal", "sick"]),
+        MultiClassTask(NAMES),
+    )
+    assert ml.parse_label({"a": "1", "b": "0.0"}, ["a", "b"]).tolist() == [1.0, 0.0]
+    with pytest.raises(LabelError, match="label must be 0 or 1, got a blank cell"):
+        ml.parse_label({"a": "1", "b": " "}, ["a", "b"])
+    assert mc.parse_label({"label": "benign"}, ["label"]) == 1
+    assert mc.parse_label({"label": "2"}, ["label"]) == 2
+    with pytest.raises(LabelError, match="unknown class 'cyst'; expected one of normal, benign"):
+        mc.parse_label({"label": "cyst"}, ["label"])
+    labels = np.array([[1, 0], [1, 1], [0, 0]], np.float32)
+    assert ml.label_counts(labels) == {"a": 2, "b": 1}
+    assert ml.strata(labels).tolist() == [0, 1, -1]  # the rarer finding wins
+    assert binary.label_counts(np.array([[1], [0], [0]])) == {"normal": 2, "sick": 1}
+    assert mc.label_counts(np.array([0, 2, 2])) == {"normal": 1, "benign": 0, "malignant": 2}
+    assert binary.output_names == ["sick"] and binary.num_outputs == 1
+
+
+def test_decisions_and_one_hot():
+    probs = np.array([[0.2, 0.7, 0.1], [0.5, 0.3, 0.2]])
+    mc = MultiClassTask(NAMES)
+    assert mc.decisions(probs, {"normal": 0.99}).tolist() == [[0, 1, 0], [1, 0, 0]]  # arg-max
+    assert mc.one_hot(np.array([2, 0])).tolist() == [[0, 0, 1], [1, 0, 0]]
+    assert mc.threshold_names == []
+    ml = MultiLabelTask(NAMES)
+    assert ml.decisions(probs, {"benign": 0.8}).tolist() == [[0, 0, 0], [1, 0, 0]]
+    assert ml.threshold_names == NAMES
+
+
+def flip_cfg(prob, axes):
+    raw = {"data": {"csv": "x", "image_root": ".", "label_columns": ["a"]}}
+    raw["data"]["augment"] = {"flip_prob": prob, "flip_axes": axes}
+    return config_from_dict(raw)
+
+
+def test_tta_flips_are_those_training_used():
+    assert tta_flips(flip_cfg(0.0, [0])) == []  # chest CT: never flipped, never averaged
+    assert tta_flips(flip_cfg(0.5, [0])) == [(0,)]
+    assert tta_flips(flip_cfg(0.5, [2, 0])) == [(0,), (2,), (0, 2)]
+    assert build_task(flip_cfg(0.0, [0])).flips == []
+
+
+def test_metric_names_are_what_the_task_logs():
+    task = MultiLabelTask(["a", "b"])
+    probs, y = np.array([[0.2, 0.9], [0.8, 0.1]]), np.array([[0, 1], [1, 0]])
+    assert list(task.metrics(probs, y)) == task.metric_names
+    assert "val/roc_auc_macro" in {f"val/{m}" for m in task.metric_names}
+
+
+def test_nothing_outside_the_task_module_branches_on_the_task_kind():
+    """`cfg.data.task == ...`, `task.kind in ...` and the kinds' names as strings live in
+    src/training/tasks.py and the config package only."""
+    root = Path(__file__).resolve().parents[2]
+    pattern = re.compile(
+        r"(data\.task|\btask\.kind)\s*(==|!=|\bin\b)|[\"'](multilabel|multiclass|binary)[\"']"
+    )
+    found = []
+    for path in [*(root / "src").rglob("*.py"), *(root / "benchmarks").rglob("*.py")]:
+        rel = path.relative_to(root).as_posix()
+        if rel == "src/training/tasks.py" or rel.startswith("src/config"):
+            continue
+        for i, line in enumerate(path.read_text().splitlines(), 1):
+            if pattern.search(line.split("#")[0]):
+                found.append(f"{rel}:{i}: {line.strip()}")
+    assert found == []

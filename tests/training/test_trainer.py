@@ -9,10 +9,13 @@ import torch
 import yaml
 from torch import nn
 
-from src.data.loaders import build_dataset, build_loader
-from src.data.pipeline import prepare_splits
+from src.config import config_from_dict
+from src.data.loaders import build_dataset, evaluation_loader
+from src.data.splits import prepare_splits
+from src.data.stream import EpochStream
 from src.training.loop import train_epoch
-from src.training.tasks import MultiLabelTask
+from src.training.state import TrainingState
+from src.training.tasks import MultiLabelTask, build_task
 from src.training.trainer import fit, main, parse_args
 from src.training.utils import CHECKPOINT_FORMAT, load_checkpoint
 
@@ -21,21 +24,18 @@ def batches(x, y, size):
     return [{"image": x[i : i + size], "label": y[i : i + size]} for i in range(0, len(x), size)]
 
 
-def run_epoch(model, loader, accumulate, steps=None):
+def run_epoch(model, loader, accumulate):
+    cfg = config_from_dict(
+        {"data": {"csv": "x", "image_root": ".", "label_columns": ["a", "b", "c"]}}
+    )
+    cfg.train.accumulate = accumulate
     opt = torch.optim.AdamW(model.parameters(), lr=0.1)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
-    train_epoch(
-        model,
-        loader,
-        MultiLabelTask(["a", "b", "c"]),
-        opt,
-        sched,
-        scaler,
-        torch.device("cpu"),
-        accumulate=accumulate,
-    )
-    return sched.last_epoch  # optimizer steps taken
+    state = TrainingState(cfg, model, opt, sched, scaler, torch.device("cpu"))
+    train_epoch(state, loader, MultiLabelTask(["a", "b", "c"]))
+    assert state.step == sched.last_epoch
+    return state.step  # optimizer steps taken
 
 
 @pytest.mark.parametrize(("k", "b"), [(2, 4), (4, 3), (3, 5)])
@@ -144,9 +144,9 @@ def test_resume_extends_a_finished_run(tiny_config):
 
 def test_last_training_batch_of_one_is_dropped(tiny_config, tmp_path):
     cfg, _ = tiny_config
-    parts = prepare_splits(cfg, tmp_path, reuse=False, progress=False)
+    parts = prepare_splits(cfg, tmp_path, reuse=False, task=build_task(cfg), progress=False)
     cfg.train.batch_size = len(parts["train"]) - 1  # leaves a last batch of one sample
-    loader = build_loader(build_dataset(parts["train"], cfg, True, False), cfg, train=True)
-    assert [len(b["image"]) for b in loader] == [cfg.train.batch_size]
-    val = build_loader(build_dataset(parts["train"], cfg, False, False), cfg, train=False)
+    stream = EpochStream(build_dataset(parts["train"], cfg, True, False), cfg, lambda e: e, 0, 1)
+    assert [len(b["image"]) for b in stream.epoch(0)] == [cfg.train.batch_size]
+    val = evaluation_loader(parts["train"], cfg)
     assert sum(len(b["image"]) for b in val) == len(parts["train"])  # evaluation keeps all

@@ -68,10 +68,15 @@ def test_each_strategy_leaves_its_own_run(xray_runs, tag):
     assert len(rows) == 2
     for name in ("normal", "benign", "malignant"):
         assert 0 <= float(rows[-1][f"val/recall/{name}"]) <= 1
-    for png in ("loss_curve.png", "recall_curve.png"):
+    for png in ("loss_curve.png", "metric_curve.png", "recall_curve.png"):
         image = Image.open(run / png)
         assert image.size == (600, 400) and np.asarray(image).std() > 0
-    assert (run / "test_metrics.json").is_file()
+    summary = json.loads((run / "eval-test" / "metrics.json").read_text())
+    assert summary["split"] == "test" and set(summary["metrics"]) == {
+        "default",
+        "validation_thresholds",
+    }
+    assert summary["decisions"]["default"] == "arg-max of the probabilities"
 
 
 def test_center_holdout_test_split_is_the_held_out_centre(xray_runs):

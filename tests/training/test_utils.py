@@ -1,5 +1,6 @@
-"""Checkpoint and run-folder names carry the split strategy (plain for auto/column), and the
-latest-checkpoint search and --resume find both kinds."""
+"""Checkpoints and resume: names carry the split strategy (plain for auto/column), the
+latest-checkpoint search, --resume and best/last/final/path resolution find both kinds; saves are
+atomic and loads refuse what is not a checkpoint."""
 
 from __future__ import annotations
 
@@ -8,17 +9,22 @@ import os
 from datetime import datetime
 
 import pytest
+import torch
 
 from src.config import config_from_dict
-from src.training.run_names import (
+from src.training.trainer import resolve_run
+from src.training.utils import (
+    CHECKPOINT_FORMAT,
+    CheckpointError,
     checkpoint_paths,
-    find_checkpoint,
+    find_latest_checkpoint,
+    load_checkpoint,
+    resolve_checkpoint,
     run_folder_name,
     runs_of,
+    save_checkpoint,
     strategy_tag,
 )
-from src.training.trainer import resolve_run
-from src.training.utils import find_latest_checkpoint
 
 NOW = datetime(2026, 11, 21, 15, 0, 0)
 
@@ -98,10 +104,24 @@ def test_latest_checkpoint_and_latest_run_per_strategy(tmp_path):
     assert runs_of(out, cfg("auto", out=out), "xray") == []  # plain names are a separate family
 
 
-def test_find_checkpoint_reads_plain_and_strategy_names(tmp_path):
+def test_resolve_checkpoint_reads_plain_and_strategy_names_and_paths(tmp_path):
     (tmp_path / "checkpoints").mkdir()
-    assert find_checkpoint(tmp_path, "best") is None
+    with pytest.raises(CheckpointError, match=r"--checkpoint: .*best.pt not found"):
+        resolve_checkpoint(tmp_path, "best")
     (tmp_path / "checkpoints" / "best_center.pt").write_bytes(b"x")
-    assert find_checkpoint(tmp_path, "best").name == "best_center.pt"
+    assert resolve_checkpoint(tmp_path, "best").name == "best_center.pt"
     (tmp_path / "checkpoints" / "best.pt").write_bytes(b"x")
-    assert find_checkpoint(tmp_path, "best").name == "best.pt"
+    assert resolve_checkpoint(tmp_path, "best.pt").name == "best.pt"
+    other = tmp_path / "elsewhere.pt"
+    other.write_bytes(b"x")
+    assert resolve_checkpoint(tmp_path, str(other)) == other
+
+
+def test_saved_checkpoint_loads_and_a_torn_one_is_refused(tmp_path):
+    path = tmp_path / "checkpoints" / "last.pt"
+    save_checkpoint({"format_version": CHECKPOINT_FORMAT, "w": torch.ones(3)}, path)
+    assert torch.equal(load_checkpoint(path)["w"], torch.ones(3))
+    assert [p.name for p in path.parent.iterdir()] == ["last.pt"]  # no temp file left
+    path.write_bytes(path.read_bytes()[:40])
+    with pytest.raises(CheckpointError, match="cannot be read as a checkpoint"):
+        load_checkpoint(path)

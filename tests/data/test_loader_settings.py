@@ -7,7 +7,7 @@ import os
 import pytest
 
 from src.config import ConfigError, config_from_dict
-from src.data.tuning import LoaderSettings, available_cores, resolve_loader_settings
+from src.data.loader_settings import LoaderSettings, available_cores, resolve_loader_settings
 
 BASE = {"csv": "x.csv", "image_root": ".", "label_columns": ["a"]}
 
