@@ -1,7 +1,7 @@
 """Import a MedMNIST ``.npz`` into this project's dataset layout (``python -m src.data.medmnist``).
 
 A MedMNIST v2 file holds ``train_images``, ``train_labels``, ``val_images``, ``val_labels``,
-``test_images`` and ``test_labels`` (uint8). The import writes, into a new folder:
+``test_images`` and ``test_labels`` (uint8). The import writes, into a new or empty folder:
 
 - ``images/<split>_<index>.nii.gz`` for 3D sets (uint8, identity affine: 1 mm voxels, RAS) or
   ``images/<split>_<index>.png`` for 2D sets (8-bit grayscale);
@@ -10,7 +10,7 @@ A MedMNIST v2 file holds ``train_images``, ``train_labels``, ``val_images``, ``v
   multi-label sets (ChestMNIST) get one 0/1 column per label, ``label_0`` .. ``label_<K-1>``;
 - ``medmnist.json``: what was imported (source, shapes, split sizes).
 
-The folder appears whole or not at all: it is built beside ``out`` and renamed. Every problem
+The folder appears whole or not at all (``src.files.atomic_folder``). Every problem
 with the file (a missing key, counts that differ, a wrong dtype or rank) is one ``DataError``
 naming the file and the key.
 """
@@ -20,10 +20,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import nibabel as nib
@@ -32,6 +29,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from src.data.records import DataError
+from src.files import atomic_folder
 
 SPLITS = ("train", "val", "test")
 IMPORT_VERSION = 1
@@ -130,20 +128,21 @@ def label_columns_for(width: int) -> list[str]:
 
 
 def import_medmnist(npz_path: str | Path, out_dir: str | Path, progress: bool = True) -> Path:
-    """Write ``npz_path`` as images + ``labels.csv`` into the new folder ``out_dir``.
+    """Write ``npz_path`` as images + ``labels.csv`` into ``out_dir``, a new or empty folder.
 
-    Returns the path of the labels CSV. ``out_dir`` must not exist yet.
+    Returns the path of the labels CSV. The folder appears whole or not at all.
     """
     npz_path, out_dir = Path(npz_path), Path(out_dir)
-    if out_dir.exists():
-        raise DataError(f"{out_dir}: already exists; delete it or choose another --out")
+    if out_dir.exists() and not (out_dir.is_dir() and not any(out_dir.iterdir())):
+        raise DataError(
+            f"{out_dir}: already exists and is not an empty folder; delete it or choose another "
+            "--out"
+        )
     arrays = _load_arrays(npz_path)
     is_3d = arrays["train_images"].ndim == 4
     suffix = ".nii.gz" if is_3d else ".png"
     columns = label_columns_for(arrays["train_labels"].shape[1])
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
-    try:
+    with atomic_folder(out_dir) as tmp:
         (tmp / "images").mkdir()
         rows = []
         total = sum(len(arrays[f"{s}_images"]) for s in SPLITS)
@@ -172,10 +171,6 @@ def import_medmnist(npz_path: str | Path, out_dir: str | Path, progress: bool = 
             "counts": {s: len(arrays[f"{s}_images"]) for s in SPLITS},
         }
         (tmp / "medmnist.json").write_text(json.dumps(meta, indent=1))
-        os.replace(tmp, out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return out_dir / "labels.csv"
 
 
@@ -184,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m src.data.medmnist", description=__doc__.splitlines()[0]
     )
     ap.add_argument("npz", help="a MedMNIST .npz file, e.g. ../shared/data/medmnist/x.npz")
-    ap.add_argument("--out", required=True, help="new folder for images/ and labels.csv")
+    ap.add_argument("--out", required=True, help="new or empty folder for images/ and labels.csv")
     args = ap.parse_args(argv)
     try:
         csv_path = import_medmnist(args.npz, args.out)

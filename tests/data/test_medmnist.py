@@ -97,6 +97,27 @@ def test_cli_reports_error_without_traceback(tmp_path, capsys):
     assert "none.npz: file not found" in capsys.readouterr().err
 
 
+def test_out_may_be_an_existing_empty_folder(tmp_path):
+    make_npz(tmp_path / "a.npz", (9, 11))
+    out = tmp_path / "empty"
+    out.mkdir()
+    assert main([str(tmp_path / "a.npz"), "--out", str(out)]) == 0
+    assert len(read_csv(out / "labels.csv")) == sum(COUNTS.values())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.npz", "empty"]  # no temp left
+
+
+def test_out_refuses_a_non_empty_folder(tmp_path, capsys):
+    make_npz(tmp_path / "a.npz", (9, 11))
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep")
+    assert main([str(tmp_path / "a.npz"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"{out}: already exists and is not an empty folder" in err
+    assert len(err.strip().splitlines()) == 1
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
+
+
 def medmnist_config(npz, root):
     return config_from_dict(
         {
