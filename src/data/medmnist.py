@@ -183,10 +183,24 @@ def download_medmnist(name: str, npz_dir: str | Path = NPZ_DIR, progress: bool =
     return target
 
 
+def _missing_npz(npz_path: Path) -> str:
+    """One line for a missing file: how to download it, or how to use a copy the user has."""
+    if npz_path.suffix == ".npz" and npz_path.stem in MEDMNIST_MD5:
+        command = f"python -m src.data.medmnist --download {npz_path.stem}"
+        if npz_path.parent.resolve() != NPZ_DIR.resolve():
+            command += f" --npz-dir {npz_path.parent}"
+    else:
+        command = "python -m src.data.medmnist --download NAME (NAME: e.g. pneumoniamnist)"
+    return (
+        f"{npz_path}: file not found; download it with {command}, or use a copy you already have "
+        "with --set data.medmnist_npz=PATH"
+    )
+
+
 def _load_arrays(npz_path: Path) -> dict[str, np.ndarray]:
     """The six arrays of a MedMNIST file, checked for presence, dtype, rank and counts."""
     if not npz_path.is_file():
-        raise DataError(f"{npz_path}: file not found; give the path of a MedMNIST .npz")
+        raise DataError(_missing_npz(npz_path))
     try:
         with np.load(npz_path, allow_pickle=False) as npz:
             present = set(npz.files)

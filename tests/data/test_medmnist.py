@@ -238,6 +238,26 @@ def test_config_imports_on_first_use_and_reuses_the_folder(tmp_path):
     assert (root / "labels.csv").stat().st_mtime_ns != mtime  # another source: imported anew
 
 
+@pytest.mark.parametrize(
+    "file_name, command",
+    [
+        ("adrenalmnist3d_64.npz", "python -m src.data.medmnist --download adrenalmnist3d_64"),
+        ("mine.npz", "python -m src.data.medmnist --download NAME"),
+    ],
+)
+def test_missing_npz_says_how_to_download_it(tmp_path, file_name, command):
+    npz = tmp_path / "elsewhere" / file_name
+    cfg = medmnist_config(npz, tmp_path / "data" / "a")
+    with pytest.raises(DataError) as err:
+        ensure_builtin_data(cfg, progress=False)
+    message = str(err.value)
+    assert "\n" not in message
+    assert message.startswith(f"{npz}: file not found; download it with {command}")
+    assert "--set data.medmnist_npz=PATH" in message
+    if file_name != "mine.npz":  # the download lands where the config looks
+        assert f"--npz-dir {npz.parent}," in message
+
+
 def test_config_never_overwrites_a_users_folder(tmp_path):
     make_npz(tmp_path / "a.npz", (6, 7, 8))
     root = tmp_path / "mine"
