@@ -1,9 +1,14 @@
-"""MedMNIST import: small generated .npz files become the right files, labels and splits;
-a malformed file is one error naming the file and the key."""
+"""MedMNIST download and import: small generated .npz files become the right files, labels and
+splits; a malformed file is one error naming the file and the key. Downloads are served from a
+local file in place of the network."""
 
 from __future__ import annotations
 
 import csv
+import hashlib
+import io
+import urllib.error
+import urllib.request
 
 import nibabel as nib
 import numpy as np
@@ -12,7 +17,7 @@ from PIL import Image
 
 from src.config import ConfigError, config_from_dict
 from src.data.builtin import ensure_builtin_data
-from src.data.medmnist import import_medmnist, main
+from src.data.medmnist import MEDMNIST_MD5, MEDMNIST_URL, import_medmnist, main
 from src.data.records import DataError
 from src.data.splits import prepare_splits
 from src.training.tasks import build_task
@@ -99,6 +104,110 @@ def test_cli_reports_error_without_traceback(tmp_path, capsys):
     assert "none.npz: file not found" in capsys.readouterr().err
 
 
+def test_out_may_be_an_existing_empty_folder(tmp_path):
+    make_npz(tmp_path / "a.npz", (9, 11))
+    out = tmp_path / "empty"
+    out.mkdir()
+    assert main([str(tmp_path / "a.npz"), "--out", str(out)]) == 0
+    assert len(read_csv(out / "labels.csv")) == sum(COUNTS.values())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.npz", "empty"]  # no temp left
+
+
+def test_out_refuses_a_non_empty_folder(tmp_path, capsys):
+    make_npz(tmp_path / "a.npz", (9, 11))
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep")
+    assert main([str(tmp_path / "a.npz"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"{out}: already exists and is not an empty folder" in err
+    assert len(err.strip().splitlines()) == 1
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
+
+
+def test_md5_table_holds_the_official_adrenal_files():
+    assert MEDMNIST_MD5["adrenalmnist3d"] == "bbd3c5a5576322bc4cdfea780653b1ce"
+    assert MEDMNIST_MD5["adrenalmnist3d_64"] == "17721accfe9fb005146a47d33bc54b2f"
+    assert MEDMNIST_URL.format(name="adrenalmnist3d").startswith("https://")
+
+
+class FakeResponse(io.BytesIO):
+    """What ``urlopen`` returns: local bytes; notes whether ``watch`` exists at each read."""
+
+    def __init__(self, data, watch, seen):
+        super().__init__(data)
+        self.headers = {"Content-Length": str(len(data))}
+        self.watch, self.seen = watch, seen
+
+    def read(self, size=-1):
+        self.seen.append(self.watch is not None and self.watch.exists())
+        return super().read(size)
+
+
+def serve(monkeypatch, data, watch=None):
+    """Serve ``data`` for every URL; returns the URLs asked for and, per read, whether ``watch``
+    existed then."""
+    urls, seen = [], []
+
+    def fake_urlopen(url, timeout=None):
+        urls.append(url)
+        return FakeResponse(data, watch, seen)
+
+    monkeypatch.setattr(urllib.request, "urlopen", fake_urlopen)
+    return urls, seen
+
+
+def test_download_writes_the_file_when_the_md5_matches(tmp_path, monkeypatch, capsys):
+    make_npz(tmp_path / "served.npz", (4, 5, 6))
+    data = (tmp_path / "served.npz").read_bytes()
+    out = tmp_path / "npz"
+    urls, seen = serve(monkeypatch, data, watch=out / "adrenalmnist3d.npz")
+    monkeypatch.setitem(MEDMNIST_MD5, "adrenalmnist3d", hashlib.md5(data).hexdigest())
+    assert main(["--download", "adrenalmnist3d", "--npz-dir", str(out)]) == 0
+    assert urls == [MEDMNIST_URL.format(name="adrenalmnist3d")]
+    assert seen and not any(seen)  # the real name appears only once the file is whole
+    assert (out / "adrenalmnist3d.npz").read_bytes() == data
+    assert [p.name for p in out.iterdir()] == ["adrenalmnist3d.npz"]  # no temp file left
+    assert str(out / "adrenalmnist3d.npz") in capsys.readouterr().out
+    import_medmnist(out / "adrenalmnist3d.npz", tmp_path / "imported", progress=False)
+
+
+def test_download_with_a_wrong_md5_leaves_no_file(tmp_path, monkeypatch, capsys):
+    make_npz(tmp_path / "served.npz", (4, 5, 6))
+    serve(monkeypatch, (tmp_path / "served.npz").read_bytes())
+    out = tmp_path / "npz"
+    assert main(["--download", "adrenalmnist3d", "--npz-dir", str(out)]) == 2
+    err = capsys.readouterr().err  # the progress bar, then one error line
+    line = err.strip().splitlines()[-1]
+    assert err.count("error:") == 1
+    assert line.startswith(f"error: {out / 'adrenalmnist3d.npz'}: MD5 ")
+    assert "bbd3c5a5576322bc4cdfea780653b1ce" in line and "partial file was deleted" in line
+    assert list(out.iterdir()) == []
+
+
+def test_download_offline_is_one_line_naming_url_file_and_the_alternative(
+    tmp_path, monkeypatch, capsys
+):
+    def no_network(url, timeout=None):
+        raise urllib.error.URLError(OSError(-3, "Temporary failure in name resolution"))
+
+    monkeypatch.setattr(urllib.request, "urlopen", no_network)
+    out = tmp_path / "npz"
+    assert main(["--download", "pneumoniamnist", "--npz-dir", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("error: ")
+    assert MEDMNIST_URL.format(name="pneumoniamnist") in err
+    assert str(out / "pneumoniamnist.npz") in err
+    assert "--set data.medmnist_npz=PATH" in err
+    assert not (out / "pneumoniamnist.npz").exists()
+
+
+def test_download_of_an_unknown_name_lists_the_known_ones(capsys):
+    assert main(["--download", "pneumonia"]) == 2
+    err = capsys.readouterr().err
+    assert "'pneumonia'" in err and "pneumoniamnist, " in err and "adrenalmnist3d_64" in err
+
+
 def medmnist_config(npz, root):
     return config_from_dict(
         {
@@ -129,6 +238,26 @@ def test_config_imports_on_first_use_and_reuses_the_folder(tmp_path):
     make_npz(tmp_path / "b.npz", (6, 7, 8), seed=1)
     ensure_builtin_data(medmnist_config(tmp_path / "b.npz", root), progress=False)
     assert (root / "labels.csv").stat().st_mtime_ns != mtime  # another source: imported anew
+
+
+@pytest.mark.parametrize(
+    "file_name, command",
+    [
+        ("adrenalmnist3d_64.npz", "python -m src.data.medmnist --download adrenalmnist3d_64"),
+        ("mine.npz", "python -m src.data.medmnist --download NAME"),
+    ],
+)
+def test_missing_npz_says_how_to_download_it(tmp_path, file_name, command):
+    npz = tmp_path / "elsewhere" / file_name
+    cfg = medmnist_config(npz, tmp_path / "data" / "a")
+    with pytest.raises(DataError) as err:
+        ensure_builtin_data(cfg, progress=False)
+    message = str(err.value)
+    assert "\n" not in message
+    assert message.startswith(f"{npz}: file not found; download it with {command}")
+    assert "--set data.medmnist_npz=PATH" in message
+    if file_name != "mine.npz":  # the download lands where the config looks
+        assert f"--npz-dir {npz.parent}," in message
 
 
 def test_config_never_overwrites_a_users_folder(tmp_path):
