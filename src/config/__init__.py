@@ -2,8 +2,9 @@
 
 Every error names the dotted key (``optim.lr: expected a float, got 'fast'``). Command-line
 overrides use the same keys (``--set optim.lr=3e-4 train.epochs=20``). ``schema.py`` holds the
-sections and keys, ``validate.py`` builds and checks a Config, ``loading.py`` reads and writes
-YAML.
+sections and keys with the meaning of each, ``validate.py`` builds and checks a Config,
+``loading.py`` reads and writes YAML, and ``reference.py`` renders docs/CONFIG.md from the
+schema (``python -m src.config --reference docs/CONFIG.md``).
 """
 
 from src.config.loading import (
