@@ -357,10 +357,10 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--out is required to import a .npz file")
     try:
         if args.download is not None:
-            path = download_medmnist(args.download, args.npz_dir)
+            path = download_medmnist(args.download, args.npz_dir, sys.stderr.isatty())
             print(f"MedMNIST file ready: {path} (official MD5)")
         else:
-            csv_path = import_medmnist(args.npz, args.out)
+            csv_path = import_medmnist(args.npz, args.out, sys.stderr.isatty())
             print(f"MedMNIST imported: {csv_path}")
     except DataError as err:
         print(f"error: {err}", file=sys.stderr)

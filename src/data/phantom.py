@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -355,7 +356,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--n-patients", type=int, default=300)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
-    csv_path = generate_phantom_ct(args.out, args.n_patients, args.seed)
+    csv_path = generate_phantom_ct(
+        args.out, args.n_patients, args.seed, progress=sys.stderr.isatty()
+    )
     print(f"phantom CT written: {csv_path}")
 
 

@@ -27,6 +27,7 @@ Patients have 1-5 images (views of the same lesion); a patient's images share cl
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -200,7 +201,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--n-patients", type=int, default=1250)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
-    csv_path = generate_phantom_xray(args.out, args.n_patients, args.seed)
+    csv_path = generate_phantom_xray(
+        args.out, args.n_patients, args.seed, progress=sys.stderr.isatty()
+    )
     print(f"phantom radiographs written: {csv_path}")
 
 
