@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from src.config import Config, load_config
+from src.config import Config, add_override_argument, load_config
 from src.data.builtin import ensure_builtin_data
 from src.data.loaders import evaluation_loader
 from src.data.splits import run_splits
@@ -197,7 +197,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--members", type=int, default=1, help="models per seed, ensembled (train.seed s+1000m)"
     )
     ap.add_argument("--jobs", type=int, default=1, help="models trained at the same time")
-    ap.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE")
+    add_override_argument(ap, "train.epochs=20")
     ap.add_argument(
         "--out", default="outputs/benchmarks/medmnist", help="writes OUT.md and OUT.json"
     )

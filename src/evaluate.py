@@ -19,7 +19,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from src.config import Config
+from src.config import Config, add_override_argument
 from src.data.splits import run_splits
 from src.files import atomic_write, write_csv
 from src.inference.runtime import (
@@ -208,14 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--tta", action="store_true", help="average over the flips training used (none if none)"
     )
-    ap.add_argument(
-        "--set",
-        nargs="+",
-        action="extend",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override the run's settings, e.g. evaluation.bootstrap=2000",
-    )
+    add_override_argument(ap, "evaluation.bootstrap=2000 (changes the run's own settings)")
     args = ap.parse_args(argv)
     try:
         summary = evaluate_run(args.run, args.split, args.checkpoint, args.tta, args.set)

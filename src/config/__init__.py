@@ -8,6 +8,7 @@ schema (``python -m src.config --reference docs/CONFIG.md``).
 """
 
 from src.config.loading import (
+    add_override_argument,
     apply_overrides,
     config_to_dict,
     load_config,
@@ -47,6 +48,7 @@ __all__ = [
     "SplitConfig",
     "TrainConfig",
     "WandbConfig",
+    "add_override_argument",
     "apply_overrides",
     "config_from_dict",
     "config_to_dict",

@@ -3,6 +3,7 @@ config back out (the run folder's ``config.yaml``)."""
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,19 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
                 raise ConfigError(f"{key}: {'.'.join(sections[:depth])} is not a section")
         node[leaf] = value
     return raw
+
+
+def add_override_argument(parser: argparse.ArgumentParser, example: str) -> None:
+    """The ``--set KEY=VALUE ...`` option of every command-line tool (repeatable; the values
+    reach ``apply_overrides``)."""
+    parser.add_argument(
+        "--set",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"override config values by dotted key, e.g. --set {example}",
+    )
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:

@@ -251,7 +251,7 @@ class TrainConfig:
     min_delta: Annotated[float, Range(">= 0")] = 0.0
     """Smallest change of monitor that counts as an improvement."""
     eval_test: bool = True
-    """After training, evaluate best.pt on the test split into test_metrics.json."""
+    """The end-of-run evaluation reads the test split (false: the validation split only)."""
     watch_classes: list[str] = field(default_factory=list)
     """Classes whose validation recall of 0 in two epochs running prints a warning."""
     sync_batchnorm: bool = False
@@ -325,7 +325,7 @@ class EvaluationConfig:
     gradcam_shift_average: bool = True
     """Average CNN maps over the input shifted by half the map's stride along each axis."""
     report: bool = True
-    """Write report.html and report.md into the run folder after training."""
+    """After training, evaluate the best checkpoint (eval-<split>/) and write report.html / .md."""
 
 
 @dataclass

@@ -26,7 +26,6 @@ A config that names the file (``data.medmnist_npz``) imports it on first use.
 from __future__ import annotations
 
 import argparse
-import csv
 import hashlib
 import json
 import sys
@@ -42,7 +41,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from src.data.records import DataError
-from src.files import atomic_folder, atomic_write
+from src.files import atomic_folder, atomic_write, write_csv
 
 SPLITS = ("train", "val", "test")
 IMPORT_VERSION = 1
@@ -321,10 +320,7 @@ def import_medmnist(npz_path: str | Path, out_dir: str | Path, progress: bool = 
                 )
                 bar.update()
         bar.close()
-        with open(tmp / "labels.csv", "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=["image", *columns, "split"])
-            writer.writeheader()
-            writer.writerows(rows)
+        write_csv(tmp / "labels.csv", rows, ["image", *columns, "split"])
         meta = {
             "source": str(npz_path),
             "version": IMPORT_VERSION,

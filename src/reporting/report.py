@@ -109,7 +109,11 @@ def _tables(ctx: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]
         (
             f"Metrics on the {ctx['split']} split ({ctx['n_scans']} scans, {ctx['n_patients']} "
             f"patients), {conf} CI",
-            ["metric", f"{ctx['decisions']['default']} [{conf} CI]", "validation thresholds"],
+            [
+                "metric",
+                f"{ctx['decisions']['default']} [{conf} CI]",
+                f"validation thresholds [{conf} CI]",
+            ],
             head,
         ),
         (

@@ -22,7 +22,15 @@ from typing import Any
 
 import torch
 
-from src.config import Config, ConfigError, config_to_dict, load_config, save_config, show_progress
+from src.config import (
+    Config,
+    ConfigError,
+    add_override_argument,
+    config_to_dict,
+    load_config,
+    save_config,
+    show_progress,
+)
 from src.data.loader_settings import resolve_loader_settings
 from src.data.loaders import build_dataset, evaluation_loader
 from src.data.records import DataError, label_matrix
@@ -316,14 +324,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog="python -m src.training.trainer", description=__doc__.splitlines()[0]
     )
     ap.add_argument("--config", required=True, help="YAML config, e.g. configs/ct.yaml or ct")
-    ap.add_argument(
-        "--set",
-        nargs="+",
-        action="extend",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override config values by dotted key, e.g. --set optim.lr=3e-4 train.epochs=20",
-    )
+    add_override_argument(ap, "optim.lr=3e-4 train.epochs=20")
     ap.add_argument(
         "--resume",
         nargs="?",
