@@ -7,11 +7,10 @@ process (so its peak memory is its own), picks ``best.pt`` on ``val`` only, and 
 ``test`` split once with that checkpoint, plain and with flip test-time augmentation (the mean
 logit over the image and every combination of flips along ``data.augment.flip_axes``, as
 ``src.evaluate --tta`` does; no flips, so the TTA rows equal the plain ones, when training did
-not flip). With ``--members K``
-each seed ``s`` is an ensemble of K models (``train.seed`` s, s+1000, s+2000, ...; mean logit)
-and its training time is the sum of its members'. Reported apart: single models (mean and std
-over every model), the per-seed ensembles (mean and std over seeds), the ensemble of every
-model, each plain and with flip TTA. ACC is at probability 0.5 for binary tasks, as MedMNIST
+not flip). With ``--members K`` each seed ``s`` is an ensemble of K models (``train.seed`` s,
+s+1000, s+2000, ...; mean logit) and its training time is the sum of its members'. Reported
+apart: single models (mean and sample sd over every model), the per-seed ensembles (mean and
+sample sd over seeds), the ensemble of every model, each plain and with flip TTA. ACC is at probability 0.5 for binary tasks, as MedMNIST
 reports it.
 Writes ``<out>.md`` and ``<out>.json`` (default ``outputs/benchmarks/medmnist``).
 """
@@ -103,9 +102,14 @@ def published_rows(reference: Path, dataset: str) -> list[tuple[str, float, floa
     return rows
 
 
+def sample_sd(values: list[float]) -> float:
+    """Standard deviation over seeds (ddof 1; 0 for a single value)."""
+    return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
 def summarise(cfg: Config, results: list[dict[str, Any]]) -> dict[str, Any]:
-    """Test AUC / ACC, plain and with flip TTA: single models (mean and std over every model),
-    each seed's ensemble of its members (mean and std over seeds; only with members > 1), and
+    """Test AUC / ACC, plain and with flip TTA: single models (mean and sample sd over every model),
+    each seed's ensemble of its members (mean and sample sd over seeds; only with members > 1), and
     the ensemble of every model."""
     task = build_task(cfg)
     labels = np.asarray(results[0]["labels"])
@@ -118,7 +122,7 @@ def summarise(cfg: Config, results: list[dict[str, Any]]) -> dict[str, Any]:
 
     def spread(values: list[dict[str, float]]) -> dict[str, Any]:
         return {
-            k: [float(np.mean([v[k] for v in values])), float(np.std([v[k] for v in values]))]
+            k: [float(np.mean([v[k] for v in values])), sample_sd([v[k] for v in values])]
             for k in keys
         } | {"each": values}
 
@@ -150,22 +154,22 @@ def markdown(
         f"This pipeline: `{model}`, {cfg.train.epochs} epochs, best checkpoint on val "
         f"(`{cfg.train.monitor}`); {n} seeds{each}, {jobs} model(s) at a time, "
         f"{cfg.train.threads or 'all'} torch thread(s) each; {os.cpu_count()} CPU cores, "
-        f"training {t.mean():.1f} ± {t.std():.1f} min per seed (max {t.max():.1f}), "
+        f"training {t.mean():.1f} ± {sample_sd(per_seed):.1f} min per seed (max {t.max():.1f}), "
         f"peak memory {mem:.0f} MB per model process.",
         "",
         "| method | test AUC | test ACC |",
         "|---|---|---|",
     ]
     rows = [
-        ("single", f"single model (mean ± std, {n * k} models)"),
-        ("single_tta", f"single model + flip TTA (mean ± std, {n * k} models)"),
+        ("single", f"single model (mean ± sd, {n * k} models)"),
+        ("single_tta", f"single model + flip TTA (mean ± sd, {n * k} models)"),
     ]
     if k > 1:
         rows += [
-            ("seed_ensemble", f"{k}-model ensemble per seed (mean ± std, {n} seeds)"),
+            ("seed_ensemble", f"{k}-model ensemble per seed (mean ± sd, {n} seeds)"),
             (
                 "seed_ensemble_tta",
-                f"{k}-model ensemble per seed + flip TTA (mean ± std, {n} seeds)",
+                f"{k}-model ensemble per seed + flip TTA (mean ± sd, {n} seeds)",
             ),
         ]
     for tag, label in rows:

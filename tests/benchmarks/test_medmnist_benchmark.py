@@ -62,5 +62,5 @@ def test_seed_ensembles_average_each_seeds_members():
         assert got["roc_auc_macro"] == pytest.approx(roc_auc_score(labels, mean), abs=1e-12)
         assert got["accuracy"] == accuracy_score(labels, mean > 0)
     aucs = [e["roc_auc_macro"] for e in res["seed_ensemble"]["each"]]
-    assert res["seed_ensemble"]["roc_auc_macro"] == [np.mean(aucs), np.std(aucs)]
+    assert res["seed_ensemble"]["roc_auc_macro"] == [np.mean(aucs), np.std(aucs, ddof=1)]
     assert member_seed(2, 0) == 2 and member_seed(2, 1) == 1002
