@@ -9,8 +9,8 @@ whose brightening raises the logit, the finding's side of an edge for a dense fi
 Every CNN map is averaged over the input shifted by half the map's stride along each axis
 (``shift_averaged``): a strided map samples the image on a grid, and where a small finding
 falls between grid points decides its peak; the shifted copies fill that grid in. On the
-phantom CT these peaks fall in the planted finding far more often than Grad-CAM's alone
-(``docs/EVALUATION.md``).
+phantom CT the peak falls inside the planted finding for about three quarters of the true
+positives (``docs/RESULTS.md``).
 The ViT has no feature map, so it gets Grad-CAM on the tokens
 entering its last transformer block: each patch token's activations weighted by the mean gradient,
 laid back on the patch grid and upsampled (not attention rollout).
