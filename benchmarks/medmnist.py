@@ -10,8 +10,8 @@ logit over the image and every combination of flips along ``data.augment.flip_ax
 not flip). With ``--members K`` each seed ``s`` is an ensemble of K models (``train.seed`` s,
 s+1000, s+2000, ...; mean logit) and its training time is the sum of its members'. Reported
 apart: single models (mean and sample sd over every model), the per-seed ensembles (mean and
-sample sd over seeds), the ensemble of every model, each plain and with flip TTA. ACC is at probability 0.5 for binary tasks, as MedMNIST
-reports it.
+sample sd over seeds), the ensemble of every model, each plain and with flip TTA. ACC is at
+probability 0.5 for binary tasks, as MedMNIST reports it.
 Writes ``<out>.md`` and ``<out>.json`` (default ``outputs/benchmarks/medmnist``).
 """
 

@@ -65,6 +65,30 @@ def _image_path(root: Path, name: str, allow_absolute: bool) -> Path | None:
     return None
 
 
+def _find_image(
+    name: str, root: Path, index: dict[str, Path] | None, allow_absolute: bool, where: str
+) -> Path:
+    """The file a CSV image cell names: found by file name anywhere under ``root`` (``index``,
+    ``data.find_images: recursive``), else ``root/name``, which must stay inside ``root``."""
+    if index is not None:
+        path = index.get(Path(name).name)
+        if path is None:
+            raise DataError(f"{where}: image {name!r} not found under {root}")
+        return path
+    path = _image_path(root, name, allow_absolute)
+    if path is None:
+        raise DataError(
+            f"{where}: image path {name!r} leads outside data.image_root ({root}); give paths "
+            "relative to the image root, or set data.allow_absolute_paths: true to accept "
+            "absolute paths"
+        )
+    if not path.is_file():
+        raise DataError(
+            f"{where}: image file not found: {path}; check data.image_root or remove the row"
+        )
+    return path
+
+
 def _patient_of(row: dict[str, str], name: str, d: DataConfig) -> str:
     if d.patient_column and row.get(d.patient_column, "").strip():
         return row[d.patient_column].strip()
@@ -119,23 +143,7 @@ def read_records(
                 "remove the duplicate row"
             )
         seen[name] = i
-        if index is not None:
-            path = index.get(Path(name).name)
-            if path is None:
-                raise DataError(f"{csv_path} row {i}: image {name!r} not found under {root}")
-        else:
-            path = _image_path(root, name, d.allow_absolute_paths)
-            if path is None:
-                raise DataError(
-                    f"{csv_path} row {i}: image path {name!r} leads outside data.image_root "
-                    f"({root}); give paths relative to the image root, or set "
-                    "data.allow_absolute_paths: true to accept absolute paths"
-                )
-            if not path.is_file():
-                raise DataError(
-                    f"{csv_path} row {i}: image file not found: {path}; "
-                    "check data.image_root or remove the row"
-                )
+        path = _find_image(name, root, index, d.allow_absolute_paths, f"{csv_path} row {i}")
         try:
             label = task.parse_label(row, d.label_columns)
         except LabelError as err:
