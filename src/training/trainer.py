@@ -3,13 +3,17 @@
 ``train_model`` is the whole run from a config: ``fit`` (build, then for each epoch
 ``train_epoch`` -> ``validate_epoch`` -> early stopping -> checkpoints -> metrics.csv, curves and
 W&B), then the evaluation of the best checkpoint and the run report (``src.evaluate``).
-``--resume`` continues the latest run exactly. This module is the trainer's command-line entry
-point: it sits above evaluation and reporting, and nothing in ``src`` imports it.
+``--resume`` continues the latest run exactly. ``--folds all`` (or ``--fold I``) trains the folds
+of the k-fold split into one group folder (``<group>/fold_K``), then evaluates the group: its
+out-of-fold predictions and the ensemble of its folds (``src.evaluate``). This module is the
+trainer's command-line entry point: it sits above evaluation and reporting, and nothing in
+``src`` imports it.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import functools
 import math
 import sys
@@ -28,6 +32,7 @@ from src.config import (
     add_override_argument,
     config_to_dict,
     load_config,
+    load_yaml,
     save_config,
     show_progress,
 )
@@ -37,7 +42,7 @@ from src.data.records import DataError, label_matrix
 from src.data.splits import describe_splits, prepare_splits
 from src.data.stream import EpochStream
 from src.data.validate import check_training_split
-from src.evaluate import evaluate_after_training
+from src.evaluate import evaluate_after_training, format_summary
 from src.files import remove_partial_writes, write_csv
 from src.models import ModelError, create_model
 from src.models.registry import check_input_size, check_model_params
@@ -55,6 +60,8 @@ from src.training.utils import (
     check_resume_compatible,
     checkpoint_paths,
     find_latest_checkpoint,
+    fold_folder,
+    group_folds,
     keep_epoch_copies,
     load_checkpoint,
     run_folder_name,
@@ -284,6 +291,102 @@ def print_summary(summary: dict[str, Any], cfg: Config, run_dir: Path) -> None:
     print("\n".join(lines))
 
 
+def fold_config(cfg: Config, fold: int, group: str) -> Config:
+    """The config of one fold of a group: k-fold split, its fold, the group's W&B group."""
+    out = copy.deepcopy(cfg)
+    out.data.split.strategy, out.data.split.fold = "kfold", fold
+    out.logging.wandb.group = group
+    return out
+
+
+def check_group_config(cfg: Config, group_dir: Path) -> None:
+    """Write the group's ``config.yaml``, or check that this config is the one it holds: folds
+    started apart must train one group."""
+    path = group_dir / "config.yaml"
+    if not path.is_file():
+        group_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, path)
+        return
+    saved, now = load_yaml(path), config_to_dict(cfg)
+    for section, values in now.items():
+        for key, value in values.items():
+            if saved.get(section, {}).get(key) != value:
+                raise ConfigError(
+                    f"{section}.{key}: the group {group_dir} was made with "
+                    f"{saved.get(section, {}).get(key)!r}, this config says {value!r}; train "
+                    "every fold of a group with the same settings, or start another group"
+                )
+
+
+def train_group(
+    cfg: Config, group_dir: Path, folds: list[int], resume: bool
+) -> dict[str, Any] | None:
+    """Train ``folds`` of the k-fold split into ``group_dir/fold_K`` (a finished fold is skipped,
+    an unfinished one continues from its last checkpoint under ``resume``); once every fold
+    has finished, evaluate the group (out-of-fold predictions, ensemble on the test split).
+    Returns the evaluation's summary, None while folds remain."""
+    group_cfg = fold_config(cfg, 0, group_dir.name)
+    if ddp.is_main():
+        check_group_config(group_cfg, group_dir)
+    ddp.barrier()
+    n_folds = cfg.data.split.n_folds
+    for k in folds:
+        fold_cfg, fold_dir = fold_config(cfg, k, group_dir.name), fold_folder(group_dir, k)
+        if checkpoint_paths(fold_dir, fold_cfg)["final"].is_file():
+            print(f"fold {k}/{n_folds}: finished before, skipped")
+            continue
+        latest = find_latest_checkpoint(fold_dir)
+        if latest is not None and not resume:
+            raise ConfigError(
+                f"{fold_dir} already holds checkpoints; add --resume to continue the group"
+            )
+        print(f"fold {k}/{n_folds}: {fold_dir}", flush=True)
+        fit(fold_cfg, fold_dir, latest)
+    finals = [
+        checkpoint_paths(fold_folder(group_dir, k), fold_config(cfg, k, "")) for k in range(n_folds)
+    ]
+    waiting = [k for k, paths in enumerate(finals) if not paths["final"].is_file()]
+    if waiting:
+        print(
+            f"group {group_dir}: folds {waiting} still to train; the group is evaluated when "
+            "the last one finishes"
+        )
+        return None
+    if not ddp.is_main():
+        return None
+    summary = evaluate_after_training(group_cfg, group_dir)
+    if summary:
+        print(format_summary(summary))
+    return summary
+
+
+def resolve_group(args: argparse.Namespace, cfg: Config) -> Path:
+    """The group folder of ``--folds all`` / ``--fold I``: new (timestamped, or
+    ``logging.run_name``), the one ``--resume`` names, or the latest group of this config."""
+    out, stem = Path(cfg.logging.output_dir), Path(args.config).stem
+    if args.resume and args.resume != "latest":
+        return Path(args.resume)
+    if args.fold is not None and not cfg.logging.run_name:
+        raise ConfigError(
+            "--fold: name the group with --set logging.run_name=NAME, so that folds started "
+            "apart train into one group"
+        )
+    if cfg.logging.run_name or not args.resume:
+        group = out / run_folder_name(cfg, stem, datetime.now(), group=True)
+        if args.fold is None and not args.resume and group_folds(group):
+            raise ConfigError(
+                f"logging.run_name: {group} already holds folds; add --resume to continue it, "
+                "or choose another run name"
+            )
+        return group
+    groups = [p for p in runs_of(out, cfg, stem, group=True) if group_folds(p)]
+    if not groups:
+        raise CheckpointError(
+            f"--resume: no group of {args.config} under {out}/; start one without --resume"
+        )
+    return groups[-1]
+
+
 def resolve_run(args: argparse.Namespace, cfg: Config) -> tuple[Path, Path | None]:
     """The run folder and the checkpoint to resume from (None for a fresh run)."""
     out = Path(cfg.logging.output_dir)
@@ -333,6 +436,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="RUN_OR_CHECKPOINT",
         help="continue the latest run of this config, or the given run folder / checkpoint",
     )
+    folds = ap.add_mutually_exclusive_group()
+    folds.add_argument(
+        "--folds",
+        choices=["all"],
+        help="train every fold of the k-fold split (data.split.n_folds) into one group",
+    )
+    folds.add_argument(
+        "--fold", type=int, help="train fold I of the group named by logging.run_name"
+    )
     return ap.parse_args(argv)
 
 
@@ -341,6 +453,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(args.config, args.set)
         ddp.init_distributed(cfg.train.device)  # under torchrun; a single process otherwise
+        if args.folds or args.fold is not None:
+            n_folds = cfg.data.split.n_folds
+            if cfg.data.split.strategy == "center_holdout" or not (
+                args.fold is None or 0 <= args.fold < n_folds
+            ):
+                raise ConfigError(
+                    f"--fold: folds of the k-fold split are 0..{n_folds - 1} "
+                    "(data.split.n_folds), and need a split strategy other than center_holdout"
+                )
+            folds = list(range(n_folds)) if args.folds else [args.fold]
+            group = ddp.run_on_main(lambda: resolve_group(args, cfg))
+            train_group(cfg, group, folds, bool(args.resume))
+            return 0
         run_dir, resume_from = ddp.run_on_main(lambda: resolve_run(args, cfg))  # one run folder
         train_model(cfg, run_dir, resume_from)
     except USER_ERRORS as err:
