@@ -13,11 +13,8 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-import yaml
-
 from src.training.trainer import main
-from tests.conftest import tiny_raw_config
+from tests.conftest import group_config
 
 # the files that hold what a group computed (report pages carry their time of writing)
 SAME = [
@@ -29,25 +26,8 @@ SAME = [
 ]
 
 
-def group_config(phantom: Path, out: Path) -> Path:
-    raw = tiny_raw_config(phantom, out)
-    raw["data"]["split"] |= {"n_folds": 3, "test_fraction": 0.25}
-    raw["evaluation"]["bootstrap"] = 20
-    path = out / "cv.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return path
-
-
 def train(config: Path, *args: str) -> list[str]:
     return ["--config", str(config), *args, "--set", "logging.run_name=g"]
-
-
-@pytest.fixture(scope="module")
-def group(tiny_phantom, tmp_path_factory) -> Path:
-    """An uninterrupted ``--folds all`` group of three folds, two epochs each."""
-    out = tmp_path_factory.mktemp("cv")
-    assert main(train(group_config(tiny_phantom, out), "--folds", "all")) == 0
-    return out / "runs" / "g-cv"
 
 
 def rows(path: Path) -> list[dict[str, str]]:
@@ -55,7 +35,8 @@ def rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
-def test_every_pool_scan_is_predicted_once_by_the_fold_that_did_not_train_on_it(group):
+def test_every_pool_scan_is_predicted_once_by_the_fold_that_did_not_train_on_it(tiny_group):
+    group = tiny_group
     oof = rows(group / "oof_predictions.csv")
     ids = [r["id"] for r in oof]
     splits = json.loads((group / "splits.json").read_text())
@@ -82,9 +63,9 @@ def wait_for(path: Path, proc: subprocess.Popen, seconds: float = 240) -> None:
 
 
 def test_folds_started_apart_and_a_group_killed_in_fold_2_build_the_same_group(
-    group, tiny_phantom, tmp_path
+    tiny_group, tiny_phantom, tmp_path
 ):
-    config = group_config(tiny_phantom, tmp_path)
+    group, config = tiny_group, group_config(tiny_phantom, tmp_path)
     assert main(train(config, "--fold", "1")) == 0  # folds started apart, in any order
     assert main(train(config, "--fold", "0")) == 0
     built = tmp_path / "runs" / "g-cv"
