@@ -13,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
+
 from src.training.trainer import main
 from tests.conftest import group_config
 
@@ -50,6 +52,9 @@ def test_every_pool_scan_is_predicted_once_by_the_fold_that_did_not_train_on_it(
     oof_metrics = json.loads((group / "eval-oof" / "metrics.json").read_text())
     assert oof_metrics["n_scans"] == len(ids)
     assert json.loads((group / "thresholds.json").read_text())["source"] == "out-of-fold"
+    for k in range(3):  # each fold: its fold of the split, one W&B run in the group's W&B group
+        saved = yaml.safe_load((group / f"fold_{k}" / "config.yaml").read_text())
+        assert saved["data"]["split"]["fold"] == k and saved["logging"]["wandb"]["group"] == "g-cv"
     report = (group / "report.md").read_text()
     assert "| metric | fold_0 | fold_1 | fold_2 | ensemble | out of fold |" in report
     assert "Out-of-fold ROC curves" in report
