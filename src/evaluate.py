@@ -171,6 +171,28 @@ def evaluate_out_of_fold(run: LoadedRun, tta: bool) -> dict[str, Any]:
     return summary
 
 
+def member_metrics(
+    run: LoadedRun,
+    split: str,
+    tta: bool,
+    thresholds: dict[str, Any],
+    parts: dict[str, list[dict[str, Any]]],
+    each: list[SplitOutcomes] | None = None,
+) -> dict[str, Any]:
+    """Metrics with CIs of each member of an ensemble on ``split`` at the ensemble's
+    thresholds; ``each``: outcomes already predicted (out of fold: each fold's own)."""
+    each = each or [split_outcomes(m, split, tta, thresholds, parts) for m in run.members]
+    for o in each:  # out-of-fold outcomes were first decided at 0.5
+        o.decided, o.thresholds = (
+            run.task.decisions(o.probs, threshold_values(thresholds)),
+            thresholds,
+        )
+    return {
+        m.run_dir.name: metric_summary(m, o, tta)["metrics"]
+        for m, o in zip(run.members, each, strict=True)
+    }
+
+
 def evaluate_run(
     run_dir: str | Path | list[str],
     split: str = "test",
@@ -202,21 +224,9 @@ def evaluate_run(
     if split != "out-of-fold":
         write_predictions(run, sp, out / "predictions.csv")
     summary["folder"] = str(out)
-    if run.members:  # each member on the same split at the same thresholds (out of fold: its own)
-        each = (
-            oof["each"]
-            if split == "out-of-fold"
-            else [split_outcomes(m, split, tta, thresholds, parts) for m in run.members]
-        )
-        for o in each:  # out of fold, each fold was first decided at 0.5
-            o.decided, o.thresholds = (
-                run.task.decisions(o.probs, threshold_values(thresholds)),
-                thresholds,
-            )
-        summary["per_member"] = {
-            m.run_dir.name: metric_summary(m, o, tta)["metrics"]
-            for m, o in zip(run.members, each, strict=True)
-        }
+    if run.members:
+        each = oof["each"] if split == "out-of-fold" else None
+        summary["per_member"] = member_metrics(run, split, tta, thresholds, parts, each)
     if oof is not None:
         summary["out_of_fold"] = {k: oof[k] for k in ("metrics", "n_scans", "folder")}
     if run.cfg.evaluation.report:

@@ -146,10 +146,9 @@ def _comparison(ctx: dict[str, Any], conf: str) -> list[tuple[str, list[str], li
         for k in HEAD_METRICS
         if k in columns["ensemble"]
     ]
-    title = (
-        f"Members and ensemble on the {ctx['split']} split at the thresholds "
-        f"({ctx['decisions']['validation_thresholds']}), {conf} CI"
-    )
+    title = f"Members and ensemble on the {ctx['split']} split at the same thresholds, {conf} CI"
+    if ctx.get("out_of_fold"):
+        title += " (out of fold: the pool, each scan by the fold that did not train on it)"
     return [(title, ["metric", *columns], rows)]
 
 
