@@ -13,7 +13,6 @@ trainer's command-line entry point: it sits above evaluation and reporting, and 
 from __future__ import annotations
 
 import argparse
-import copy
 import functools
 import math
 import sys
@@ -32,7 +31,6 @@ from src.config import (
     add_override_argument,
     config_to_dict,
     load_config,
-    load_yaml,
     save_config,
     show_progress,
 )
@@ -50,6 +48,13 @@ from src.training import distributed as ddp
 from src.training.curves import write_curves
 from src.training.devices import resolve_amp, resolve_device
 from src.training.faults import NonFiniteError, NonFiniteGuard
+from src.training.groups import (
+    check_group_config,
+    fold_config,
+    folds_to_train,
+    resolve_group,
+    unfinished_folds,
+)
 from src.training.loop import train_epoch, validate_epoch
 from src.training.optim import build_optimization
 from src.training.state import TrainingState, epoch_seed, seed_everything
@@ -61,7 +66,6 @@ from src.training.utils import (
     checkpoint_paths,
     find_latest_checkpoint,
     fold_folder,
-    group_folds,
     keep_epoch_copies,
     load_checkpoint,
     run_folder_name,
@@ -291,33 +295,6 @@ def print_summary(summary: dict[str, Any], cfg: Config, run_dir: Path) -> None:
     print("\n".join(lines))
 
 
-def fold_config(cfg: Config, fold: int, group: str) -> Config:
-    """The config of one fold of a group: k-fold split, its fold, the group's W&B group."""
-    out = copy.deepcopy(cfg)
-    out.data.split.strategy, out.data.split.fold = "kfold", fold
-    out.logging.wandb.group = group
-    return out
-
-
-def check_group_config(cfg: Config, group_dir: Path) -> None:
-    """Write the group's ``config.yaml``, or check that this config is the one it holds: folds
-    started apart must train one group."""
-    path = group_dir / "config.yaml"
-    if not path.is_file():
-        group_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, path)
-        return
-    saved, now = load_yaml(path), config_to_dict(cfg)
-    for section, values in now.items():
-        for key, value in values.items():
-            if saved.get(section, {}).get(key) != value:
-                raise ConfigError(
-                    f"{section}.{key}: the group {group_dir} was made with "
-                    f"{saved.get(section, {}).get(key)!r}, this config says {value!r}; train "
-                    "every fold of a group with the same settings, or start another group"
-                )
-
-
 def train_group(
     cfg: Config, group_dir: Path, folds: list[int], resume: bool
 ) -> dict[str, Any] | None:
@@ -342,10 +319,7 @@ def train_group(
             )
         print(f"fold {k}/{n_folds}: {fold_dir}", flush=True)
         fit(fold_cfg, fold_dir, latest)
-    finals = [
-        checkpoint_paths(fold_folder(group_dir, k), fold_config(cfg, k, "")) for k in range(n_folds)
-    ]
-    waiting = [k for k, paths in enumerate(finals) if not paths["final"].is_file()]
+    waiting = unfinished_folds(cfg, group_dir)
     if waiting:
         print(
             f"group {group_dir}: folds {waiting} still to train; the group is evaluated when "
@@ -358,33 +332,6 @@ def train_group(
     if summary:
         print(format_summary(summary))
     return summary
-
-
-def resolve_group(args: argparse.Namespace, cfg: Config) -> Path:
-    """The group folder of ``--folds all`` / ``--fold I``: new (timestamped, or
-    ``logging.run_name``), the one ``--resume`` names, or the latest group of this config."""
-    out, stem = Path(cfg.logging.output_dir), Path(args.config).stem
-    if args.resume and args.resume != "latest":
-        return Path(args.resume)
-    if args.fold is not None and not cfg.logging.run_name:
-        raise ConfigError(
-            "--fold: name the group with --set logging.run_name=NAME, so that folds started "
-            "apart train into one group"
-        )
-    if cfg.logging.run_name or not args.resume:
-        group = out / run_folder_name(cfg, stem, datetime.now(), group=True)
-        if args.fold is None and not args.resume and group_folds(group):
-            raise ConfigError(
-                f"logging.run_name: {group} already holds folds; add --resume to continue it, "
-                "or choose another run name"
-            )
-        return group
-    groups = [p for p in runs_of(out, cfg, stem, group=True) if group_folds(p)]
-    if not groups:
-        raise CheckpointError(
-            f"--resume: no group of {args.config} under {out}/; start one without --resume"
-        )
-    return groups[-1]
 
 
 def resolve_run(args: argparse.Namespace, cfg: Config) -> tuple[Path, Path | None]:
@@ -454,16 +401,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.config, args.set)
         ddp.init_distributed(cfg.train.device)  # under torchrun; a single process otherwise
         if args.folds or args.fold is not None:
-            n_folds = cfg.data.split.n_folds
-            if cfg.data.split.strategy == "center_holdout" or not (
-                args.fold is None or 0 <= args.fold < n_folds
-            ):
-                raise ConfigError(
-                    f"--fold: folds of the k-fold split are 0..{n_folds - 1} "
-                    "(data.split.n_folds), and need a split strategy other than center_holdout"
-                )
-            folds = list(range(n_folds)) if args.folds else [args.fold]
-            group = ddp.run_on_main(lambda: resolve_group(args, cfg))
+            folds = folds_to_train(cfg, bool(args.folds), args.fold)
+            group = ddp.run_on_main(lambda: resolve_group(cfg, args.config, args.resume, args.fold))
             train_group(cfg, group, folds, bool(args.resume))
             return 0
         run_dir, resume_from = ddp.run_on_main(lambda: resolve_run(args, cfg))  # one run folder
