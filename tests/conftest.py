@@ -11,7 +11,7 @@ import yaml
 
 from src.config import Config, config_from_dict
 from src.data.phantom import FINDINGS, generate_phantom_ct
-from src.training.trainer import train_model
+from src.training.trainer import main, train_model
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("MPLBACKEND", "Agg")
@@ -74,3 +74,22 @@ def tiny_run(tiny_phantom, tmp_path_factory) -> Path:
     run = out / "run"
     train_model(config_from_dict(raw), run)
     return run
+
+
+def group_config(root: Path, out: Path) -> Path:
+    """A YAML config of a three-fold cross-validation group on the tiny phantom."""
+    raw = tiny_raw_config(root, out)
+    raw["data"]["split"] |= {"n_folds": 3, "test_fraction": 0.25}
+    raw["evaluation"]["bootstrap"] = 20
+    path = out / "cv.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_group(tiny_phantom, tmp_path_factory) -> Path:
+    """An uninterrupted ``--folds all`` group (three folds, two epochs each); the folder."""
+    out = tmp_path_factory.mktemp("cv")
+    config = group_config(tiny_phantom, out)
+    assert main(["--config", str(config), "--folds", "all", "--set", "logging.run_name=g"]) == 0
+    return out / "runs" / "g-cv"

@@ -52,7 +52,8 @@ class SplitConfig:
     strategy: Literal["auto", "column", "stratified", "center_holdout", "kfold"] = "auto"
     """auto: column if the CSV has split values, else stratified; column: the CSV's split column;
     stratified: seeded, grouped by patient, stratified by label; center_holdout: holdout_centers
-    are the test split; kfold: fold of n_folds is the validation split."""
+    are the test split; kfold: fold of n_folds is the validation split, the test split is the
+    split column's test rows when the CSV has a split column, else test_fraction."""
     val_fraction: Fraction = 0.15
     """Share of the images, in whole patients, in the validation split."""
     test_fraction: Fraction = 0.15
@@ -282,6 +283,8 @@ class WandbConfig:
     """W&B team or user ('' = your default)."""
     tags: list[str] = field(default_factory=list)
     """Tags of the W&B run."""
+    group: str = ""
+    """W&B group of the run ('' = none); the folds of --folds / --fold share their group's name."""
     init_timeout: Annotated[float, Range("positive")] = 60.0
     """Seconds W&B may take to start before tracking falls back (online, offline, off)."""
 

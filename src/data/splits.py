@@ -91,13 +91,20 @@ def make_splits(
         rest, val = _group_fold(all_idx[~held], y, groups, s.val_fraction, s.seed)
         out = {"train": ids[rest].tolist(), "val": ids[val].tolist(), "test": ids[held].tolist()}
     elif strategy in ("stratified", "kfold"):
-        rest, test = _group_fold(all_idx, y, groups, test_fraction, s.seed)
+        if strategy == "kfold" and not test_records and any(r["split"] for r in records):
+            # the CSV's own test rows stay held out; every other row is in the folds' pool
+            test = all_idx[[SPLIT_ALIASES.get(r["split"]) == "test" for r in records]]
+            rest = np.setdiff1d(all_idx, test)
+        else:
+            rest, test = _group_fold(all_idx, y, groups, test_fraction, s.seed)
         if strategy == "stratified":
             val_share = s.val_fraction / (1 - test_fraction)
             train, val = _group_fold(rest, y, groups, val_share, s.seed + 1)
         else:
             folder = StratifiedGroupKFold(n_splits=s.n_folds, shuffle=True, random_state=s.seed)
-            train_i, val_i = list(folder.split(rest, y[rest], groups[rest]))[s.fold]
+            with warnings.catch_warnings():  # rare classes with < n_folds members are expected
+                warnings.filterwarnings("ignore", "The least populated class", UserWarning)
+                train_i, val_i = list(folder.split(rest, y[rest], groups[rest]))[s.fold]
             train, val = rest[train_i], rest[val_i]
         out = {"train": ids[train].tolist(), "val": ids[val].tolist(), "test": ids[test].tolist()}
     else:  # pragma: no cover - the config validator admits only the strategies above
@@ -136,6 +143,29 @@ def save_splits(splits: dict[str, list[str]], path: str | Path, meta: dict[str, 
 def load_splits(path: str | Path) -> dict[str, list[str]]:
     raw = json.loads(Path(path).read_text())
     return {k: list(raw.get(k, [])) for k in SPLITS}
+
+
+def merge_fold_splits(fold_dirs: list[Path], path: Path) -> dict[str, list[str]]:
+    """A cross-validation group's ``splits.json`` from its folds' (written to ``path``): test is
+    their common test split, train the pool (every fold's validation split, in fold order), val
+    empty. Folds of different splits are an error: a different test split, a pool scan validated
+    twice or by none."""
+    folds = [load_splits(Path(d) / "splits.json") for d in fold_dirs]
+    first, test = Path(fold_dirs[0]), folds[0]["test"]
+    pool = [i for f in folds for i in f["val"]]
+    for d, f in zip(fold_dirs, folds, strict=True):
+        if (
+            f["test"] != test
+            or len(set(pool)) != len(pool)
+            or set(f["train"] + f["val"]) != set(pool)
+        ):
+            raise DataError(
+                f"{d}/splits.json: does not fit the splits of {first}; the folds of a group come "
+                "from one split (the same data and data.split settings)"
+            )
+    splits = {"train": pool, "val": [], "test": test}
+    save_splits(splits, path, {"strategy": "kfold", "folds": [Path(d).name for d in fold_dirs]})
+    return splits
 
 
 def split_records(

@@ -3,8 +3,10 @@
 Each exported file carries the class names, task and activation, the preprocessing settings
 (spacing, orientation, intensity window, input size) and the decision thresholds with their
 rule: TorchScript as the extra file ``metadata.json``, ONNX as the metadata property
-``metadata``. After writing, each file is run on a seeded sample batch and its logits are
-compared with PyTorch's; a difference above the tolerance (1e-4) is an error.
+``metadata``. A group or ensemble folder exports as one module whose logits' activation is the
+mean of its members' probabilities (``members`` in the metadata lists their checkpoints). After
+writing, each file is run on a seeded sample batch and its logits are compared with PyTorch's; a
+difference above the tolerance (1e-4) is an error.
 """
 
 from __future__ import annotations
@@ -43,6 +45,9 @@ def export_metadata(run: LoadedRun) -> dict[str, Any]:
         "thresholds": threshold_values(thresholds),
         "threshold_rule": rule_summary(thresholds) if thresholds else run.task.default_decision,
         "checkpoint": str(run.checkpoint),
+        # an ensemble is one module: its logits' activation is the mean of the members'
+        # probabilities (src.models.ensemble)
+        "members": [str(m.checkpoint) for m in run.members],
     }
 
 
@@ -131,7 +136,7 @@ def export_run(run: LoadedRun, formats: list[str], out_dir: Path) -> dict[str, t
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m src.inference.export", description=__doc__)
-    ap.add_argument("--run", required=True, help="run folder, e.g. outputs/ct-20261121-101500")
+    ap.add_argument("--run", required=True, help="run, group or ensemble folder")
     ap.add_argument("--format", choices=["onnx", "torchscript", "both"], default="both")
     ap.add_argument("--checkpoint", default="best", help="best, last, final or a checkpoint path")
     ap.add_argument("--out", default="", help="folder to write into (default <run>/export)")

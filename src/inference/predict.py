@@ -108,6 +108,7 @@ def write_outputs(
     meta = {
         "run": str(run.run_dir),
         "checkpoint": str(run.checkpoint),
+        "members": [str(m.checkpoint) for m in run.members],
         "task": run.task.kind,
         "class_names": run.task.output_names,
         "thresholds": thresholds,
@@ -123,7 +124,7 @@ def write_outputs(
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m src.inference.predict", description=__doc__)
-    ap.add_argument("--run", required=True, help="run folder, e.g. outputs/ct-20261121-101500")
+    ap.add_argument("--run", required=True, help="run, group or ensemble folder")
     ap.add_argument("inputs", nargs="+", help="image files and/or folders of images")
     ap.add_argument("--out", default="predictions.csv", help="CSV to write (JSON beside it)")
     ap.add_argument("--checkpoint", default="best", help="best, last, final or a checkpoint path")

@@ -19,6 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from src.config import ConfigError
 from src.files import save_figure
 from src.inference.runtime import (
     USER_ERRORS,
@@ -161,6 +162,11 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         run = load_run(args.run, args.checkpoint)
+        if run.members:
+            raise ConfigError(
+                f"--run: {args.run} is an ensemble; Grad-CAM explains one model: give one of "
+                f"its runs, e.g. --run {run.members[0].run_dir}"
+            )
         sp = split_outcomes(run, args.split, thresholds=run_thresholds(run))
         out = Path(args.run) / f"gradcam-{args.split}"
         paths, method = draw_gallery(run, sp, out, args.n, args.method, args.layer)

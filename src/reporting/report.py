@@ -83,7 +83,7 @@ def _tables(ctx: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]
             f"{cfg.train.epochs} epochs max, batch {cfg.train.batch_size}, "
             f"monitor {cfg.train.monitor}",
         ],
-        ["checkpoint", f"{Path(ctx['checkpoint']).name} (epoch {ctx['epoch']})"],
+        ["checkpoint", _checkpoint_text(ctx)],
         ["test-time augmentation", "flips" if ctx["tta"] else "none"],
     ]
     split_rows = ctx["split_table"]
@@ -101,6 +101,7 @@ def _tables(ctx: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]
     ]
     return [
         ("Configuration", ["setting", "value"], config_rows),
+        *_comparison(ctx, conf),
         (
             "Data: scans, patients and positives per split and centre",
             split_header,
@@ -122,6 +123,33 @@ def _tables(ctx: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]
             per_class,
         ),
     ]
+
+
+def _checkpoint_text(ctx: dict[str, Any]) -> str:
+    if not ctx.get("members"):
+        return f"{Path(ctx['checkpoint']).name} (epoch {ctx['epoch']})"
+    names = ", ".join(Path(m).name for m in ctx["members"])
+    return f"ensemble of {len(ctx['members'])} runs ({names}): their probabilities averaged"
+
+
+def _comparison(ctx: dict[str, Any], conf: str) -> list[tuple[str, list[str], list[list[str]]]]:
+    """An ensemble's table: each member, the ensemble and (a group) the out-of-fold
+    predictions side by side, at the same thresholds; empty for a single run."""
+    if not ctx.get("per_member"):
+        return []
+    columns = {name: m["validation_thresholds"] for name, m in ctx["per_member"].items()}
+    columns["ensemble"] = ctx["metrics"]["validation_thresholds"]
+    if ctx.get("out_of_fold"):
+        columns["out of fold"] = ctx["out_of_fold"]["metrics"]["validation_thresholds"]
+    rows = [
+        [k, *(fmt_ci(c[k]) for c in columns.values())]
+        for k in HEAD_METRICS
+        if k in columns["ensemble"]
+    ]
+    title = f"Members and ensemble on the {ctx['split']} split at the same thresholds, {conf} CI"
+    if ctx.get("out_of_fold"):
+        title += " (out of fold: the pool, each scan by the fold that did not train on it)"
+    return [(title, ["metric", *columns], rows)]
 
 
 def _threshold_text(thresholds: dict[str, Any], name: str) -> str:

@@ -17,6 +17,7 @@ Nothing outside this module and config validation branches on the task kind.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Mapping
 from typing import ClassVar
 
@@ -99,6 +100,13 @@ class Task:
     def probabilities(self, logits: torch.Tensor | np.ndarray) -> np.ndarray:
         """float64 (N, outputs): sigmoid per output."""
         return sigmoid(logits)
+
+    def combine(self, member_logits: torch.Tensor) -> torch.Tensor:
+        """An ensemble's logits from its members' (M, N, outputs): the logits whose sigmoid is
+        the mean of the members' probabilities (log-sum-exp in log space: no overflow)."""
+        return torch.logsumexp(F.logsigmoid(member_logits), 0) - torch.logsumexp(
+            F.logsigmoid(-member_logits), 0
+        )
 
     def decisions(
         self, probs: np.ndarray, thresholds: Mapping[str, float] | None = None
@@ -229,6 +237,11 @@ class MultiClassTask(Task):
         z = np.asarray(logits, np.float64)
         z = np.exp(z - z.max(1, keepdims=True))
         return z / z.sum(1, keepdims=True)
+
+    def combine(self, member_logits: torch.Tensor) -> torch.Tensor:
+        """The log of the mean of the members' softmax probabilities (M, N, classes): its
+        softmax is that mean."""
+        return torch.logsumexp(F.log_softmax(member_logits, -1), 0) - math.log(len(member_logits))
 
     def decisions(self, probs: np.ndarray, thresholds: Mapping[str, float] | None = None):
         """One-hot of the arg-max (thresholds do not apply)."""

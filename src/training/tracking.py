@@ -61,6 +61,7 @@ class Tracker:
             resume="allow" if self.run_id else None,
             config=config_to_dict(cfg),
             tags=w.tags or None,
+            group=w.group or None,
             settings=wandb.Settings(init_timeout=w.init_timeout, console="off"),
         )
         self.run_id = self.run.id

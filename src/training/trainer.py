@@ -3,8 +3,11 @@
 ``train_model`` is the whole run from a config: ``fit`` (build, then for each epoch
 ``train_epoch`` -> ``validate_epoch`` -> early stopping -> checkpoints -> metrics.csv, curves and
 W&B), then the evaluation of the best checkpoint and the run report (``src.evaluate``).
-``--resume`` continues the latest run exactly. This module is the trainer's command-line entry
-point: it sits above evaluation and reporting, and nothing in ``src`` imports it.
+``--resume`` continues the latest run exactly. ``--folds all`` (or ``--fold I``) trains the folds
+of the k-fold split into one group folder (``<group>/fold_K``), then evaluates the group: its
+out-of-fold predictions and the ensemble of its folds (``src.evaluate``). This module is the
+trainer's command-line entry point: it sits above evaluation and reporting, and nothing in
+``src`` imports it.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from src.data.records import DataError, label_matrix
 from src.data.splits import describe_splits, prepare_splits
 from src.data.stream import EpochStream
 from src.data.validate import check_training_split
-from src.evaluate import evaluate_after_training
+from src.evaluate import evaluate_after_training, format_summary
 from src.files import remove_partial_writes, write_csv
 from src.models import ModelError, create_model
 from src.models.registry import check_input_size, check_model_params
@@ -45,6 +48,13 @@ from src.training import distributed as ddp
 from src.training.curves import write_curves
 from src.training.devices import resolve_amp, resolve_device
 from src.training.faults import NonFiniteError, NonFiniteGuard
+from src.training.groups import (
+    check_group_config,
+    fold_config,
+    folds_to_train,
+    resolve_group,
+    unfinished_folds,
+)
 from src.training.loop import train_epoch, validate_epoch
 from src.training.optim import build_optimization
 from src.training.state import TrainingState, epoch_seed, seed_everything
@@ -55,6 +65,7 @@ from src.training.utils import (
     check_resume_compatible,
     checkpoint_paths,
     find_latest_checkpoint,
+    fold_folder,
     keep_epoch_copies,
     load_checkpoint,
     run_folder_name,
@@ -284,6 +295,45 @@ def print_summary(summary: dict[str, Any], cfg: Config, run_dir: Path) -> None:
     print("\n".join(lines))
 
 
+def train_group(
+    cfg: Config, group_dir: Path, folds: list[int], resume: bool
+) -> dict[str, Any] | None:
+    """Train ``folds`` of the k-fold split into ``group_dir/fold_K`` (a finished fold is skipped,
+    an unfinished one continues from its last checkpoint under ``resume``); once every fold
+    has finished, evaluate the group (out-of-fold predictions, ensemble on the test split).
+    Returns the evaluation's summary, None while folds remain."""
+    group_cfg = fold_config(cfg, 0, group_dir.name)
+    if ddp.is_main():
+        check_group_config(group_cfg, group_dir)
+    ddp.barrier()
+    n_folds = cfg.data.split.n_folds
+    for k in folds:
+        fold_cfg, fold_dir = fold_config(cfg, k, group_dir.name), fold_folder(group_dir, k)
+        if checkpoint_paths(fold_dir, fold_cfg)["final"].is_file():
+            print(f"fold {k}/{n_folds}: finished before, skipped")
+            continue
+        latest = find_latest_checkpoint(fold_dir)
+        if latest is not None and not resume:
+            raise ConfigError(
+                f"{fold_dir} already holds checkpoints; add --resume to continue the group"
+            )
+        print(f"fold {k}/{n_folds}: {fold_dir}", flush=True)
+        fit(fold_cfg, fold_dir, latest)
+    waiting = unfinished_folds(cfg, group_dir)
+    if waiting:
+        print(
+            f"group {group_dir}: folds {waiting} still to train; the group is evaluated when "
+            "the last one finishes"
+        )
+        return None
+    if not ddp.is_main():
+        return None
+    summary = evaluate_after_training(group_cfg, group_dir)
+    if summary:
+        print(format_summary(summary))
+    return summary
+
+
 def resolve_run(args: argparse.Namespace, cfg: Config) -> tuple[Path, Path | None]:
     """The run folder and the checkpoint to resume from (None for a fresh run)."""
     out = Path(cfg.logging.output_dir)
@@ -333,6 +383,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="RUN_OR_CHECKPOINT",
         help="continue the latest run of this config, or the given run folder / checkpoint",
     )
+    folds = ap.add_mutually_exclusive_group()
+    folds.add_argument(
+        "--folds",
+        choices=["all"],
+        help="train every fold of the k-fold split (data.split.n_folds) into one group",
+    )
+    folds.add_argument(
+        "--fold", type=int, help="train fold I of the group named by logging.run_name"
+    )
     return ap.parse_args(argv)
 
 
@@ -341,6 +400,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(args.config, args.set)
         ddp.init_distributed(cfg.train.device)  # under torchrun; a single process otherwise
+        if args.folds or args.fold is not None:
+            folds = folds_to_train(cfg, bool(args.folds), args.fold)
+            group = ddp.run_on_main(lambda: resolve_group(cfg, args.config, args.resume, args.fold))
+            train_group(cfg, group, folds, bool(args.resume))
+            return 0
         run_dir, resume_from = ddp.run_on_main(lambda: resolve_run(args, cfg))  # one run folder
         train_model(cfg, run_dir, resume_from)
     except USER_ERRORS as err:

@@ -9,6 +9,9 @@ different strategies never overwrite each other::
     xray-stratified-20261121-150000/checkpoints/best_stratified.pt
     xray-center-20261121-151500/checkpoints/final_center.pt
     xray-kfold2-20261121-153000/checkpoints/last_kfold2.pt
+
+A cross-validation group (``--folds all`` / ``--fold I``) is a folder tagged ``cv`` holding one
+run folder per fold: ``xray-cv-20261121-160000/fold_0/checkpoints/best_kfold0.pt``.
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ STRATEGY_TAGS = {
     "center_holdout": "center",
     "kfold": "kfold",
 }
+GROUP_TAG = "cv"
+FOLD_FOLDER = re.compile(r"fold_(\d+)")
 
 
 class CheckpointError(RuntimeError):
@@ -105,9 +110,12 @@ def keep_epoch_copies(last: str | Path, epoch: int, keep: int) -> None:
         old.unlink(missing_ok=True)
 
 
-def strategy_tag(cfg: Config) -> str:
-    """The tag of ``data.split.strategy`` ('' for auto / column); k-fold carries its fold."""
+def strategy_tag(cfg: Config, group: bool = False) -> str:
+    """The tag of ``data.split.strategy`` ('' for auto / column); k-fold carries its fold; a
+    cross-validation group's folder is tagged ``cv``."""
     s = cfg.data.split
+    if group:
+        return GROUP_TAG
     tag = STRATEGY_TAGS[s.strategy]
     return f"{tag}{s.fold}" if s.strategy == "kfold" else tag
 
@@ -155,21 +163,35 @@ def resolve_checkpoint(run_dir: str | Path, which: str = "best") -> Path:
     return path
 
 
-def run_folder_name(cfg: Config, stem: str, now: datetime | None = None) -> str:
+def run_folder_name(
+    cfg: Config, stem: str, now: datetime | None = None, group: bool = False
+) -> str:
     """``logging.run_name`` or ``<config stem>-<date>-<time>``, with the strategy tag after
-    the name: ``xray-stratified-20261121-150000``, ``myrun-center``."""
-    tag = strategy_tag(cfg)
+    the name: ``xray-stratified-20261121-150000``, ``myrun-center``, a group's ``myrun-cv``."""
+    tag = strategy_tag(cfg, group)
     if cfg.logging.run_name:
         return f"{cfg.logging.run_name}-{tag}" if tag else cfg.logging.run_name
     stamp = f"{now or datetime.now():%Y%m%d-%H%M%S}"
     return f"{stem}-{tag}-{stamp}" if tag else f"{stem}-{stamp}"
 
 
-def runs_of(out_dir: Path, cfg: Config, stem: str) -> list[Path]:
-    """Timestamped run folders of this config and strategy under ``out_dir``, oldest first."""
-    tag = strategy_tag(cfg)
+def runs_of(out_dir: Path, cfg: Config, stem: str, group: bool = False) -> list[Path]:
+    """Timestamped run folders (or groups) of this config and strategy under ``out_dir``,
+    oldest first."""
+    tag = strategy_tag(cfg, group)
     pattern = re.compile(rf"{re.escape(stem)}-{re.escape(tag) + '-' if tag else ''}\d{{8}}-\d{{6}}")
     return sorted(p for p in Path(out_dir).glob(f"{stem}-*") if pattern.fullmatch(p.name))
+
+
+def fold_folder(group_dir: str | Path, fold: int) -> Path:
+    """The run folder of fold ``fold`` inside a cross-validation group."""
+    return Path(group_dir) / f"fold_{fold}"
+
+
+def group_folds(path: str | Path) -> list[Path]:
+    """The fold run folders of a cross-validation group, by fold ([] for a plain run)."""
+    found = [p for p in Path(path).glob("fold_*") if p.is_dir() and FOLD_FOLDER.fullmatch(p.name)]
+    return sorted(found, key=lambda p: int(p.name.split("_")[1]))
 
 
 def check_resume_compatible(saved: dict[str, Any], now: dict[str, Any], source: Path) -> None:

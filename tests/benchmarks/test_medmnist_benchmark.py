@@ -1,5 +1,6 @@
 """The MedMNIST benchmark's pieces: published rows read from the reference table, and the
-per-seed ensembles (test-time flips are the shared prediction path's: tests/training)."""
+summaries over models and seeds (the ensembles themselves are src.inference.runtime's:
+tests/inference/test_ensemble.py)."""
 
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ def test_published_rows_pick_the_datasets_column(tmp_path):
     assert ("ResNet-18 + 3D", 0.827, 0.721) in published_rows(REFERENCE, "adrenalmnist3d")
 
 
-def test_seed_ensembles_average_each_seeds_members():
+def test_summaries_are_over_every_model_and_over_the_seeds_ensembles():
     import numpy as np
     from sklearn.metrics import accuracy_score, roc_auc_score
 
@@ -45,22 +46,21 @@ def test_seed_ensembles_average_each_seeds_members():
     cfg = load_config("configs/adrenalmnist3d.yaml", [])
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 2, size=(40, 1)).astype(float)
-    runs = []
+    seeds = []
     for seed in range(2):
-        for member in range(3):
-            logits = (labels * 1.5 + rng.normal(0, 1.5, labels.shape)).tolist()
-            runs.append(
-                {"seed": seed, "member": member, "labels": labels.tolist(), "logits": logits,
-                 "tta_logits": logits}
-            )  # fmt: skip
-    res = summarise(cfg, runs)
+        single = [(labels * 0.4 + rng.uniform(0, 0.6, labels.shape)).tolist() for _ in range(3)]
+        ensemble = np.mean(single, axis=0).tolist()
+        seeds.append(
+            {"seed": seed, "labels": labels.tolist(), "single": single, "single_tta": single,
+             "ensemble": ensemble, "ensemble_tta": ensemble}
+        )  # fmt: skip
+    res = summarise(cfg, seeds)
     assert res["seeds"] == 2 and res["members"] == 3
     assert len(res["single"]["each"]) == 6 and len(res["seed_ensemble"]["each"]) == 2
-    for seed in range(2):
-        mean = np.mean([r["logits"] for r in runs if r["seed"] == seed], axis=0)
-        got = res["seed_ensemble"]["each"][seed]
-        assert got["roc_auc_macro"] == pytest.approx(roc_auc_score(labels, mean), abs=1e-12)
-        assert got["accuracy"] == accuracy_score(labels, mean > 0)
+    for s, got in zip(seeds, res["seed_ensemble"]["each"], strict=True):
+        p = np.asarray(s["ensemble"])
+        assert got["roc_auc_macro"] == pytest.approx(roc_auc_score(labels, p), abs=1e-12)
+        assert got["accuracy"] == accuracy_score(labels, p >= 0.5)
     aucs = [e["roc_auc_macro"] for e in res["seed_ensemble"]["each"]]
     assert res["seed_ensemble"]["roc_auc_macro"] == [np.mean(aucs), np.std(aucs, ddof=1)]
     assert member_seed(2, 0) == 2 and member_seed(2, 1) == 1002

@@ -130,3 +130,17 @@ def test_multiclass_splits_keep_patients_and_hold_out_exactly_the_named_centres(
         center = {r["id"]: r["center"] for r in recs}
         assert {center[i] for i in splits["test"]} == set(held)
         assert not set(held) & {center[i] for i in splits["train"] + splits["val"]}
+
+
+def test_kfold_keeps_the_split_columns_test_rows_out_of_every_fold():
+    recs = records()
+    for i, r in enumerate(recs):
+        r["split"] = "test" if r["patient"] in ("p1", "p2", "p3") else ("val" if i % 5 else "train")
+    test = {r["id"] for r in recs if r["split"] == "test"}
+    vals = []
+    for fold in range(3):
+        splits = split_of(recs, cfg(strategy="kfold", n_folds=3, fold=fold))
+        assert set(splits["test"]) == test  # the column's own val rows join the pool
+        assert not test & set(splits["train"] + splits["val"])
+        vals += splits["val"]
+    assert sorted(vals) == sorted(r["id"] for r in recs if r["id"] not in test)  # once each
