@@ -68,6 +68,7 @@ def metric_summary(run: LoadedRun, sp: SplitOutcomes, tta: bool) -> dict[str, An
         "task": task.kind,
         "n_scans": len(sp.records),
         "n_patients": len(set(groups)),
+        "ignored_labels": task.ignored_counts(sp.labels),  # unknown cells, left out per finding
         "bootstrap": {
             "replicates": e.bootstrap,
             "confidence": e.confidence,
@@ -84,13 +85,14 @@ def metric_summary(run: LoadedRun, sp: SplitOutcomes, tta: bool) -> dict[str, An
 
 
 def write_predictions(run: LoadedRun, sp: SplitOutcomes, path: Path) -> None:
-    """One row per scan: probabilities, decisions at the validation thresholds, truth."""
+    """One row per scan: probabilities, decisions at the validation thresholds, truth (blank
+    where unknown)."""
     names = run.task.output_names
     rows = [
         {"id": r["id"], "patient": r["patient"]}
         | {f"prob/{n}": f"{p:.6f}" for n, p in zip(names, sp.probs[i], strict=True)}
         | {f"pred/{n}": int(v) for n, v in zip(names, sp.decided[i], strict=True)}
-        | {f"true/{n}": int(v) for n, v in zip(names, sp.truth[i], strict=True)}
+        | {f"true/{n}": "" if v != v else int(v) for n, v in zip(names, sp.truth[i], strict=True)}
         for i, r in enumerate(sp.records)
     ]
     write_csv(path, rows)

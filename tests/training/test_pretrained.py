@@ -7,7 +7,7 @@ import pytest
 import torch
 from monai.networks.nets import resnet10
 
-from src.config import ConfigError, config_from_dict
+from src.config import config_from_dict
 from src.models import ModelError, create_model
 from src.models.registry import head_keys
 from src.training import pretrained as pretrained_module
@@ -115,17 +115,6 @@ def test_backbone_learning_rate_is_scaled(medicalnet_file, tmp_path):
     lrs = [(len(g["params"]), g["lr"]) for g in optimizer.param_groups]
     n_params = len(list(model.parameters()))
     assert lrs == [(2, cfg.optim.lr), (n_params - 2, pytest.approx(cfg.optim.lr * 0.1))]
-
-
-@pytest.mark.parametrize(
-    ("key", "value"), [("model.freeze", "backbone"), ("optim.backbone_lr_scale", 0.5)]
-)
-def test_freeze_and_lr_scale_need_pretrained_weights(tmp_path, key, value):
-    raw = tiny_raw_config(tmp_path, tmp_path)
-    section, name = key.split(".")
-    raw.setdefault(section, {})[name] = value
-    with pytest.raises(ConfigError, match=f"^{key}: .*model.pretrained"):
-        config_from_dict(raw)
 
 
 def test_frozen_backbone_trains_and_a_resume_never_reloads_the_file(tiny_config, tmp_path):
