@@ -12,6 +12,7 @@ loads them: a resume restores its own trained weights instead.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from torch import nn
 
 from src.config import Config
 from src.models import ModelError
-from src.training.utils import load_checkpoint, resolve_checkpoint
+from src.training.utils import CheckpointError, load_checkpoint, resolve_checkpoint
 
 MEDICALNET = "medicalnet"
 MEDICALNET_URL = "https://huggingface.co/TencentMedicalNet/MedicalNet-Resnet{d}/resolve/main/{f}"
@@ -56,7 +57,10 @@ def _medicalnet(cfg: Config) -> dict[str, Any]:
         ) from None
 
 
-def read_pretrained(cfg: Config) -> tuple[dict[str, torch.Tensor], list[str] | None, str]:
+Weights = tuple[dict[str, torch.Tensor], list[str] | None, str]
+
+
+def read_pretrained(cfg: Config) -> Weights:
     """(state dict with wrapper prefixes dropped, class names when the source is a checkpoint of
     this trainer else None, what it is for the summary line) of ``model.pretrained``."""
     source = cfg.model.pretrained
@@ -65,11 +69,12 @@ def read_pretrained(cfg: Config) -> tuple[dict[str, torch.Tensor], list[str] | N
     else:
         path = Path(source)
         if path.is_dir():
-            path = resolve_checkpoint(path, "best")
+            with contextlib.suppress(CheckpointError):  # no best.pt: named below
+                path = resolve_checkpoint(path, "best")  # best.pt or best_<strategy>.pt
         if not path.is_file():
             raise ModelError(
-                f"model.pretrained: {source} not found; give a run folder, a checkpoint or "
-                f"state-dict file, or {MEDICALNET}"
+                f"model.pretrained: {source} is no file and no run folder with a best "
+                f"checkpoint; give a run folder, a checkpoint or state-dict file, or {MEDICALNET}"
             )
         raw = load_checkpoint(path, any_format=True)
         names, what = raw.get("class_names"), str(path)
@@ -87,10 +92,13 @@ def _names(keys: list[str]) -> str:
     return ", ".join(keys[:SHOWN]) + more
 
 
-def load_pretrained(model: nn.Module, cfg: Config, head: set[str]) -> str:
-    """Load ``model.pretrained`` into ``model`` by name and shape; returns the one summary line
-    (tensors loaded, new, skipped and why). A mismatched shape outside ``head`` is an error."""
-    source, source_names, what = read_pretrained(cfg)
+def load_pretrained(
+    model: nn.Module, cfg: Config, head: set[str], weights: Weights | None = None
+) -> str:
+    """Load ``model.pretrained`` (``weights``: what ``read_pretrained`` returned, else read now)
+    into ``model`` by name and shape; returns the one summary line (tensors loaded, new,
+    skipped and why). A mismatched shape outside ``head`` is an error."""
+    source, source_names, what = weights or read_pretrained(cfg)
     own = model.state_dict()
     same_classes = source_names is None or list(source_names) == cfg.class_names
     loaded, new, reinit, unused = {}, [], [], sorted(k for k in source if k not in own)

@@ -47,7 +47,7 @@ from src.training.devices import resolve_amp, resolve_device
 from src.training.faults import NonFiniteError, NonFiniteGuard
 from src.training.loop import train_epoch, validate_epoch
 from src.training.optim import build_optimization
-from src.training.pretrained import freeze_backbone, load_pretrained
+from src.training.pretrained import Weights, freeze_backbone, load_pretrained, read_pretrained
 from src.training.state import TrainingState, epoch_seed, seed_everything
 from src.training.tasks import Task, build_task
 from src.training.tracking import Tracker
@@ -148,6 +148,8 @@ def build_run(cfg: Config, run_dir: Path, resume_from: Path | None) -> Run:
     ckpt = load_checkpoint(resume_from) if resume_from else None
     if ckpt is not None:
         check_resume_compatible(ckpt["config"], config_to_dict(cfg), resume_from)
+    # read before any data; a resume restores its trained weights and never reads them
+    weights = read_pretrained(cfg) if cfg.model.pretrained and ckpt is None else None
     if ddp.is_main():  # under torchrun rank 0 alone writes into the run folder
         (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
         remove_partial_writes(run_dir / "checkpoints")  # temp files of a killed run
@@ -169,8 +171,7 @@ def build_run(cfg: Config, run_dir: Path, resume_from: Path | None) -> Run:
     sampler = ddp.shard_sampler(train_ds, cfg, train=True)
     stream = EpochStream(train_ds, cfg, seed_of, 0, cfg.train.epochs, sampler)
     steps_per_epoch = math.ceil(stream.batches.batches_per_epoch() / cfg.train.accumulate)
-    # a resume restores its trained weights: the pretrained file is read by fresh runs only
-    state = build_state(cfg, task, device, steps_per_epoch, pretrained=ckpt is None)
+    state = build_state(cfg, task, device, steps_per_epoch, weights)
     if ckpt is not None:
         resume(state, ckpt, resume_from, steps_per_epoch, run_dir)
         stream.start_at(state.epoch)
@@ -195,17 +196,21 @@ def check_before_data(cfg: Config, task: Task) -> None:
 
 
 def build_state(
-    cfg: Config, task: Task, device: torch.device, steps_per_epoch: int, pretrained: bool = True
+    cfg: Config,
+    task: Task,
+    device: torch.device,
+    steps_per_epoch: int,
+    weights: Weights | None = None,
 ) -> TrainingState:
-    """A fresh training state: the model (``model.pretrained`` weights loaded when
-    ``pretrained``, the backbone frozen as ``model.freeze`` says; DDP under torchrun), AdamW
-    with its schedule (head and backbone groups under ``model.pretrained``), the gradient
-    scaler (fp16 only) and early stopping."""
+    """A fresh training state: the model (pretrained ``weights`` loaded when given, the
+    backbone frozen as ``model.freeze`` says; DDP under torchrun), AdamW with its schedule (head
+    and backbone groups under ``model.pretrained``), the gradient scaler (fp16 only) and early
+    stopping."""
     args = (cfg.model.name, cfg.spatial_dims, 1, task.num_outputs, cfg.data.spatial_size)
     model = create_model(*args, **cfg.model.params)
     head = head_keys(*args, **cfg.model.params) if cfg.model.pretrained else None
-    if head is not None and pretrained:
-        summary = load_pretrained(model, cfg, head)
+    if head is not None and weights is not None:
+        summary = load_pretrained(model, cfg, head, weights)
         if ddp.is_main():
             print(summary)
     if head is not None and cfg.model.freeze == "backbone":

@@ -131,3 +131,11 @@ def test_frozen_backbone_trains_and_a_resume_never_reloads_the_file(tiny_config,
     trained = final["model"]
     assert torch.equal(trained["conv1.weight"], source["conv1.weight"])  # frozen
     assert not torch.equal(trained["fc.weight"], source["fc.weight"])  # the head trained
+
+
+def test_missing_pretrained_file_is_one_line_before_any_data(tiny_config, tmp_path, capsys):
+    _, path = tiny_config
+    assert main(["--config", str(path), "--set", f"model.pretrained={tmp_path}/no.pt"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: model.pretrained: {tmp_path}/no.pt is no file")
+    assert "\n" not in err and not list(tmp_path.rglob("splits.json"))  # no data was read
