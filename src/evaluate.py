@@ -83,6 +83,7 @@ def metric_summary(run: LoadedRun, sp: SplitOutcomes, tta: bool) -> dict[str, An
         "task": task.kind,
         "n_scans": len(sp.records),
         "n_patients": len(set(groups)),
+        "ignored_labels": task.ignored_counts(sp.labels),  # unknown cells, left out per finding
         "bootstrap": {
             "replicates": e.bootstrap,
             "confidence": e.confidence,
@@ -102,14 +103,14 @@ def write_predictions(
     run: LoadedRun, sp: SplitOutcomes, path: Path, folds: list[int] | None = None
 ) -> None:
     """One row per scan: (the fold that predicted it,) probabilities, decisions at the
-    validation thresholds, truth."""
+    validation thresholds, truth (blank where unknown)."""
     names = run.task.output_names
     rows = [
         {"id": r["id"], "patient": r["patient"]}
         | ({"fold": folds[i]} if folds else {})
         | {f"prob/{n}": f"{p:.6f}" for n, p in zip(names, sp.probs[i], strict=True)}
         | {f"pred/{n}": int(v) for n, v in zip(names, sp.decided[i], strict=True)}
-        | {f"true/{n}": int(v) for n, v in zip(names, sp.truth[i], strict=True)}
+        | {f"true/{n}": "" if v != v else int(v) for n, v in zip(names, sp.truth[i], strict=True)}
         for i, r in enumerate(sp.records)
     ]
     write_csv(path, rows)

@@ -56,12 +56,23 @@ def with_value(key: str, value) -> dict:
         ("train.pos_weight", "yes", "train.pos_weight: expected true or false"),
         ("optim.betas", [0.9], "optim.betas: two in [0, 1)"),
         ("train.device", "tpu", "train.device: expected auto, cpu or cuda"),
+        ("model.freeze", "backbone", "model.freeze: freezes pretrained layers; set model.pre"),
+        ("optim.backbone_lr_scale", 0.5, "optim.backbone_lr_scale: scales the learning rate"),
+        ("optim.backbone_lr_scale", 0, "optim.backbone_lr_scale: must be in (0, 1], got 0.0"),
+        ("data.uncertain_labels", "maybe", "data.uncertain_labels: expected one of 'error'"),
     ],
 )
 def test_bad_value_names_the_key(key, value, expected):
     with pytest.raises(ConfigError) as err:
         config_from_dict(with_value(key, value))
     assert expected in str(err.value)
+
+
+def test_unknown_labels_need_zero_one_cells():
+    raw = with_value("data.missing_labels", "ignore")
+    raw["data"] |= {"task": "multiclass", "class_names": ["x", "y"]}
+    with pytest.raises(ConfigError, match=r"^data\.missing_labels: applies to 0/1 label cells"):
+        config_from_dict(raw)
 
 
 def test_missing_required_keys_are_named():

@@ -170,6 +170,12 @@ class DataConfig:
     """Dtype of cached images; float16 halves the cache."""
     ram_cache_shard: bool = False
     """Under torchrun, each rank caches only its own fixed shard (needs ram in data.cache)."""
+    missing_labels: Literal["error", "ignore"] = "error"
+    """A blank label cell (multilabel, binary): error stops the run naming the row; ignore
+    leaves that finding of that scan out of the loss and of the finding's metrics."""
+    uncertain_labels: Literal["error", "ignore", "positive", "negative"] = "error"
+    """A label cell of -1 (uncertain, as in CheXpert): error; ignore (masked out like a blank
+    cell); positive (read as 1); negative (read as 0)."""
     on_bad_sample: Literal["error", "skip"] = "error"
     """An unreadable, constant or non-finite image: error stops the run naming it; skip leaves
     it out and names it on stderr."""
@@ -190,6 +196,13 @@ class ModelConfig:
     """Registered model name (an unknown one is an error listing those there are)."""
     params: dict[str, Any] = field(default_factory=dict)
     """The builder's own options, e.g. {depth: 18} (an unknown one lists those it takes)."""
+    pretrained: str = ""
+    """Weights to start from: '' (random), a run folder (its best.pt) or checkpoint of this
+    trainer, a state-dict file (.pt / .pth; 'module.' prefixes dropped), or medicalnet
+    (MedicalNet 3D ResNet of model.params.depth via MONAI, downloaded once). Tensors are matched
+    by name and shape; a resume keeps its own trained weights."""
+    freeze: Literal["none", "backbone"] = "none"
+    """backbone: train only the classifier head (a linear probe; needs model.pretrained)."""
 
 
 @dataclass
@@ -208,6 +221,9 @@ class OptimConfig:
     """Epochs of linear warm-up under cosine (may be fractional)."""
     min_lr_ratio: Annotated[float, Range("[0, 1]")] = 0.01
     """Final learning rate under cosine, as a fraction of lr."""
+    backbone_lr_scale: Annotated[float, Range("(0, 1]")] = 1.0
+    """Learning rate of every layer but the classifier head, as a fraction of lr (e.g. 0.1 for
+    a pretrained backbone; needs model.pretrained when below 1)."""
     grad_clip: Annotated[float, Range(">= 0")] = 1.0
     """Largest gradient norm; larger gradients are scaled down to it (0 = no clipping)."""
 

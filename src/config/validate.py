@@ -168,6 +168,12 @@ def _check_data(cfg: Config) -> None:
         "data.medmnist_npz",
         "set either data.medmnist_npz or data.phantom.kind, not both",
     )
+    for key in ("missing_labels", "uncertain_labels"):
+        _need(
+            getattr(d, key) == "error" or d.task != "multiclass",
+            f"data.{key}",
+            "applies to 0/1 label cells (multilabel, binary); a multiclass task needs error",
+        )
     s = d.split
     _need(
         s.val_fraction + s.test_fraction < 1,
@@ -191,6 +197,17 @@ def _check_training(cfg: Config) -> None:
     """What training and evaluation keys must hold beyond their own type and range."""
     t, classes = cfg.train, ", ".join(cfg.class_names)
     _need(len(cfg.optim.betas) == 2, "optim.betas", "two in [0, 1)")
+    pretrained = bool(cfg.model.pretrained)
+    _need(
+        pretrained or cfg.model.freeze == "none",
+        "model.freeze",
+        "freezes pretrained layers; set model.pretrained or model.freeze: none",
+    )
+    _need(
+        pretrained or cfg.optim.backbone_lr_scale == 1,
+        "optim.backbone_lr_scale",
+        "scales the learning rate of pretrained layers; set model.pretrained or leave it at 1",
+    )
     _need(
         t.device == "auto" or t.device == "cpu" or t.device.startswith("cuda"),
         "train.device",

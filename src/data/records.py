@@ -34,7 +34,8 @@ class LabelError(ValueError):
 
 class TaskLabels(Protocol):
     """What the data layer asks of the task (``src.training.tasks``), so that it never branches
-    on the task kind itself: read a row's labels, count them, stratify on them."""
+    on the task kind itself: read a row's labels, count them (and the unknown ones), stratify on
+    them."""
 
     output_names: list[str]
 
@@ -43,6 +44,8 @@ class TaskLabels(Protocol):
     def label_counts(self, labels: np.ndarray) -> dict[str, int]: ...
 
     def strata(self, labels: np.ndarray) -> np.ndarray: ...
+
+    def ignored_counts(self, labels: np.ndarray) -> dict[str, int]: ...
 
 
 def _index_images(root: Path) -> dict[str, Path]:

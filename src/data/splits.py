@@ -193,6 +193,9 @@ def describe_splits(parts: dict[str, list[dict[str, Any]]], task: TaskLabels) ->
             continue
         counts = task.label_counts(label_matrix(recs))
         per = ", ".join(f"{c} {n}" for c, n in counts.items())
+        ignored = {c: n for c, n in task.ignored_counts(label_matrix(recs)).items() if n}
+        if ignored:
+            per += "; ignored cells: " + ", ".join(f"{c} {n}" for c, n in ignored.items())
         patients = len({r["patient"] for r in recs})
         lines.append(f"{name}: {len(recs)} images, {patients} patients ({per})")
     return "\n".join(lines)

@@ -1,4 +1,5 @@
-"""MONAI networks registered under one signature. Trained from scratch: no weights download."""
+"""MONAI networks registered under one signature. Built with random weights: pretrained weights
+are loaded by the trainer (``model.pretrained``), never downloaded here."""
 
 from __future__ import annotations
 
@@ -39,9 +40,13 @@ def _resnet(
     no_max_pool: bool = False,
     norm: str = "batch",
     dropout: float = 0.0,
+    shortcut: str = "B",
+    downsample_bias: bool = True,
 ) -> nn.Module:
     if depth not in _RESNET_LAYERS:
         raise ModelError(f"model.params.depth: resnet depth must be one of {list(_RESNET_LAYERS)}")
+    if shortcut not in ("A", "B"):
+        raise ModelError("model.params.shortcut: A (zero-padded identity) or B (1x1 convolution)")
     block, layers = _RESNET_LAYERS[depth]
     net = ResNet(
         block=block,
@@ -54,6 +59,8 @@ def _resnet(
         no_max_pool=no_max_pool,
         num_classes=num_classes,
         norm=norm,
+        shortcut_type=shortcut,
+        bias_downsample=downsample_bias,
     )
     if dropout > 0:
         net.fc = nn.Sequential(nn.Dropout(dropout), net.fc)
@@ -73,14 +80,19 @@ def _resnet_family(name: str, dims: int) -> None:
         no_max_pool: bool = False,
         norm: str = "batch",
         dropout: float = 0.0,
+        shortcut: str = "B",
+        downsample_bias: bool = True,
     ) -> nn.Module:
         _need_dims(name, spatial_dims, dims)
         return _resnet(
             dims, in_channels, num_classes, depth, widths, conv1_kernel, conv1_stride,
-            no_max_pool, norm, dropout,
+            no_max_pool, norm, dropout, shortcut, downsample_bias,
         )  # fmt: skip
 
-    build.__doc__ = f"MONAI ResNet in {dims}D, depth 10/18/34/50; ``widths`` narrows it."
+    build.__doc__ = (
+        f"MONAI ResNet in {dims}D, depth 10/18/34/50; ``widths`` narrows it; ``shortcut`` and "
+        "``downsample_bias`` as MedicalNet's (A, - for 18/34; B, false for 10/50)."
+    )
     register_model(name)(build)
 
 

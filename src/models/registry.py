@@ -81,6 +81,25 @@ def create_model(
     )
 
 
+def head_keys(
+    name: str,
+    spatial_dims: int,
+    in_channels: int,
+    num_classes: int,
+    image_size: Sequence[int] | None = None,
+    **params: object,
+) -> set[str]:
+    """State-dict keys of the classifier head of model ``name``: those whose shape follows the
+    number of classes (``fc.*`` of a ResNet, ``class_layers.out.*`` of a DenseNet, ...). Found by
+    building the model for two class counts on the meta device: no weights are computed."""
+    with torch.random.fork_rng(devices=[]), torch.device("meta"):
+        a, b = (
+            create_model(name, spatial_dims, in_channels, n, image_size, **params).state_dict()
+            for n in (num_classes, num_classes + 1)
+        )
+    return {k for k, v in a.items() if v.shape != b[k].shape}
+
+
 def _runs_at(model: nn.Module, in_channels: int, size: Sequence[int]) -> bool:
     """Whether a forward pass of one image of ``size`` gets through (meta tensors: shapes only)."""
     try:

@@ -2,7 +2,8 @@
 
 Curves come from scikit-learn (``roc_curve``, ``precision_recall_curve``,
 ``calibration_curve``); only the expected calibration error is written here (scikit-learn has
-none). Every function takes probabilities (N, C) and one-hot / 0-1 labels (N, C).
+none). Every function takes probabilities (N, C) and one-hot / 0-1 labels (N, C); a class's
+unknown labels (NaN, ``data.missing_labels``) are left out of its curve.
 """
 
 from __future__ import annotations
@@ -43,11 +44,18 @@ def _two_valued(y: np.ndarray) -> bool:
     return len(np.unique(y)) == 2
 
 
+def _known(onehot: np.ndarray, probs: np.ndarray, j: int) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, probabilities) of class ``j`` on the scans whose label is known."""
+    known = ~np.isnan(onehot[:, j])
+    return onehot[known, j], probs[known, j]
+
+
 def plot_roc(probs: np.ndarray, onehot: np.ndarray, names: list[str], path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(5.5, 5))
     for j, name in enumerate(names):
-        if _two_valued(onehot[:, j]):
-            fpr, tpr, _ = roc_curve(onehot[:, j], probs[:, j])
+        y, p = _known(onehot, probs, j)
+        if _two_valued(y):
+            fpr, tpr, _ = roc_curve(y, p)
             ax.plot(fpr, tpr, label=f"{name} ({auc(fpr, tpr):.3f})")
     ax.plot([0, 1], [0, 1], "k:", lw=1)
     ax.set(xlabel="1 - specificity", ylabel="sensitivity", title="ROC (AUC)")
@@ -58,9 +66,10 @@ def plot_roc(probs: np.ndarray, onehot: np.ndarray, names: list[str], path: Path
 def plot_pr(probs: np.ndarray, onehot: np.ndarray, names: list[str], path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(5.5, 5))
     for j, name in enumerate(names):
-        if _two_valued(onehot[:, j]):
-            prec, rec, _ = precision_recall_curve(onehot[:, j], probs[:, j])
-            ax.plot(rec, prec, label=f"{name} (prev. {onehot[:, j].mean():.2f})")
+        y, p = _known(onehot, probs, j)
+        if _two_valued(y):
+            prec, rec, _ = precision_recall_curve(y, p)
+            ax.plot(rec, prec, label=f"{name} (prev. {y.mean():.2f})")
     ax.set(xlabel="recall", ylabel="precision", title="Precision-recall", ylim=(0, 1.02))
     ax.legend(fontsize=7, loc="lower left")
     return _save(fig, path)
@@ -73,9 +82,10 @@ def plot_calibration(
     fig, ax = plt.subplots(figsize=(5.5, 5))
     ece = {}
     for j, name in enumerate(names):
-        ece[name] = expected_calibration_error(onehot[:, j], probs[:, j], n_bins)
-        if _two_valued(onehot[:, j]):
-            frac, mean = calibration_curve(onehot[:, j], probs[:, j], n_bins=n_bins)
+        y, p = _known(onehot, probs, j)
+        ece[name] = expected_calibration_error(y, p, n_bins)
+        if _two_valued(y):
+            frac, mean = calibration_curve(y, p, n_bins=n_bins)
             ax.plot(mean, frac, "o-", ms=3, label=f"{name} (ECE {ece[name]:.3f})")
     ax.plot([0, 1], [0, 1], "k:", lw=1)
     ax.set(xlabel="mean predicted probability", ylabel="fraction positive", title="Calibration")

@@ -39,8 +39,12 @@ STYLE = (
 def split_statistics(
     parts: dict[str, list[dict[str, Any]]], task: TaskLabels
 ) -> list[dict[str, Any]]:
-    """Rows of (split, centre): scans, patients and the task's label counts."""
+    """Rows of (split, centre): scans, patients, the task's label counts and, where labels are
+    incomplete, the ignored (unknown) cells per class."""
     rows = []
+    incomplete = any(
+        any(task.ignored_counts(label_matrix(recs)).values()) for recs in parts.values() if recs
+    )
     for split, records in parts.items():
         centres = sorted({r["center"] for r in records})
         for centre in [*centres, "all"] if len(centres) > 1 else ["all"]:
@@ -53,7 +57,11 @@ def split_statistics(
                 "scans": len(recs),
                 "patients": len({r["patient"] for r in recs}),
             }
-            rows.append(row | task.label_counts(label_matrix(recs)))
+            labels = label_matrix(recs)
+            row |= task.label_counts(labels)
+            if incomplete:
+                row |= {f"ignored {n}": c for n, c in task.ignored_counts(labels).items()}
+            rows.append(row)
     return rows
 
 
@@ -233,10 +241,11 @@ def log_to_wandb(tracker, ctx: dict[str, Any], probs: np.ndarray, onehot: np.nda
         split, names = ctx["split"], ctx["class_names"]
         logged: dict[str, Any] = {}
         for j, name in enumerate(names):
-            if len(np.unique(onehot[:, j])) == 2:
-                p = probs[:, j]
+            known = ~np.isnan(onehot[:, j])
+            if len(np.unique(onehot[known, j])) == 2:
+                p = probs[known, j]
                 logged[f"{split}/roc/{name}"] = wandb.plot.roc_curve(
-                    onehot[:, j].astype(int), np.c_[1 - p, p], labels=["negative", name]
+                    onehot[known, j].astype(int), np.c_[1 - p, p], labels=["negative", name]
                 )
         table = wandb.Table(columns=["decision", "metric", "value", "lo", "hi"])
         for decision, values in ctx["metrics"].items():

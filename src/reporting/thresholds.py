@@ -41,7 +41,7 @@ def choose_thresholds(
     probs: np.ndarray, truth: np.ndarray, task: Task, e: EvaluationConfig, source: str = "val"
 ) -> dict[str, Any]:
     """Thresholds of the task's thresholded outputs from validation ``probs`` and 0/1 ``truth``
-    (N, outputs), by the rules of ``evaluation.*``.
+    (N, outputs; NaN: unknown, left out), by the rules of ``evaluation.*``.
 
     Returns the content of ``thresholds.json``: ``{"task", "source", "classes": {name:
     {"threshold", "rule"}}}`` (no classes for an arg-max task). A class with one label value on
@@ -50,7 +50,8 @@ def choose_thresholds(
     classes: dict[str, dict[str, Any]] = {}
     for name in task.threshold_names:
         j = task.output_names.index(name)
-        y, s = truth[:, j].astype(int), probs[:, j]
+        known = ~np.isnan(truth[:, j])  # unknown labels (data.missing_labels) choose nothing
+        y, s = truth[known, j].astype(int), probs[known, j]
         if name in e.sensitivity_targets:
             rule = f"sensitivity>={e.sensitivity_targets[name]:g}"
         else:

@@ -6,16 +6,19 @@ scan's patient was drawn, ``replicate_weights``) is a bootstrap replicate. So th
 ``metrics.csv`` and the centre of its confidence interval come from the same code, and a
 thousand replicates cost one sort and a few matrix products.
 
-Inputs are probabilities (N, C), 0/1 truth (N, C) and 0/1 decisions (N, C), one column per model
-output; the task (``src.training.tasks``) turns logits and labels into these and picks which
-metrics it reports. A metric that a replicate leaves undefined (AUC or sensitivity without a
-positive, specificity without a negative) is NaN there and left out of macro means.
+Inputs are probabilities (N, C), 0/1 truth (N, C; NaN for an unknown label, left out of every
+metric of its output, bootstrap replicates included) and 0/1 decisions (N, C), one column per
+model output; the task (``src.training.tasks``) turns logits and labels into these and picks
+which metrics it reports. A metric that a replicate leaves undefined (AUC or sensitivity without
+a positive, specificity without a negative) is NaN there and left out of macro means.
 
 Per output: ``auc``, ``f1``, ``precision``, ``recall`` (= ``sensitivity``), ``specificity``,
-``support`` (positives). Over outputs: ``roc_auc_macro``, ``roc_auc_micro`` (all outputs pooled),
-``f1_macro``, ``precision_macro``, ``recall_macro``, ``sensitivity_macro``, ``specificity_macro``,
-``specificity_micro``, ``accuracy`` (mean over outputs of per-output accuracy, as MedMNIST reports
-multi-label ACC) and ``subset_accuracy`` (every output of a scan right).
+``support`` (known positives). Over outputs: ``roc_auc_macro``, ``roc_auc_micro`` (all known
+(scan, output) pairs pooled), ``f1_macro``, ``precision_macro``, ``recall_macro``,
+``sensitivity_macro``, ``specificity_macro``, ``specificity_micro``, ``accuracy`` (the share of
+known label cells decided right: with every label known, the mean over outputs of per-output
+accuracy, as MedMNIST reports multi-label ACC) and ``subset_accuracy`` (every known output of a
+scan right, over scans with a known label).
 """
 
 from __future__ import annotations
@@ -105,11 +108,16 @@ def metric_replicates(
     probs, y, d = (
         np.asarray(a, np.float64).reshape(len(probs), -1) for a in (probs, truth, decided)
     )
+    known = (~np.isnan(y)).astype(np.float64)  # unknown labels (NaN) count nowhere
+    y = np.nan_to_num(y)
     w = np.asarray(weights, np.float64)
-    tp, fp = w @ (y * d), w @ ((1 - y) * d)  # (B, C)
-    fn, tn = w @ (y * (1 - d)), w @ ((1 - y) * (1 - d))
+    pos, neg = y * known, (1 - y) * known
+    tp, fp = w @ (pos * d), w @ (neg * d)  # (B, C)
+    fn, tn = w @ (pos * (1 - d)), w @ (neg * (1 - d))
     per = {
-        "auc": np.stack([weighted_auc(probs[:, j], y[:, j], w) for j in range(len(names))], 1),
+        "auc": np.stack(
+            [weighted_auc(probs[:, j], y[:, j], w * known[:, j]) for j in range(len(names))], 1
+        ),
         "f1": np.nan_to_num(_ratio(2 * tp, 2 * tp + fp + fn)),  # scikit-learn's zero_division=0
         "precision": np.nan_to_num(_ratio(tp, tp + fp)),
         "sensitivity": _ratio(tp, tp + fn),
@@ -118,7 +126,9 @@ def metric_replicates(
     }
     per["recall"] = per["sensitivity"]
     columns = list(range(len(names)))
-    pooled = np.repeat(w, len(names), axis=1)  # every (scan, output) pair, for micro AUC
+    right = ((y == d) | (known == 0)).all(1).astype(np.float64)  # every known output right
+    any_known = known.any(1).astype(np.float64)
+    pooled = np.repeat(w, len(names), axis=1) * known.ravel()  # every known (scan, output)
     out = {
         "roc_auc_macro": _nanmean([per["auc"][:, j] for j in columns]),
         "roc_auc_micro": weighted_auc(probs.ravel(), y.ravel(), pooled),
@@ -128,8 +138,8 @@ def metric_replicates(
         "sensitivity_macro": _nanmean([per["sensitivity"][:, j] for j in columns]),
         "specificity_macro": _nanmean([per["specificity"][:, j] for j in columns]),
         "specificity_micro": _ratio(tn.sum(1), (tn + fp).sum(1)),
-        "accuracy": _ratio(w @ (y == d).mean(1), w.sum(1)),
-        "subset_accuracy": _ratio(w @ (y == d).all(1), w.sum(1)),
+        "accuracy": _ratio(w @ (known * (y == d)).sum(1), w @ known.sum(1)),
+        "subset_accuracy": _ratio(w @ (right * any_known), w @ any_known),
     }
     for j, name in enumerate(names):
         out |= {f"{m}/{name}": per[m][:, j] for m in PER_CLASS}

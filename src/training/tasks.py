@@ -12,6 +12,11 @@ layer, computes the loss (weighted for training; ``validation_loss`` always unwe
 weights never distort early stopping), turns logits into probabilities and probabilities into
 decisions, names its outputs and the metrics it logs, and says which test-time flips are allowed.
 Nothing outside this module and config validation branches on the task kind.
+
+Incomplete labels (multilabel, binary): a blank cell (``data.missing_labels: ignore``) or a -1
+(``data.uncertain_labels: ignore``) is read as NaN, "unknown". The loss averages over known
+cells only, the metrics engine leaves unknown cells out of every metric of their finding, and
+strata and counts use known labels.
 """
 
 from __future__ import annotations
@@ -47,11 +52,14 @@ class Task:
         class_names: list[str],
         loss_weights: torch.Tensor | None = None,
         flips: list[Flip] | None = None,
+        missing: str = "error",
+        uncertain: str = "error",
     ):
         self.class_names = list(class_names)
         self.output_names = list(class_names)
         self.loss_weights = loss_weights
         self.flips = list(flips or [])
+        self.missing, self.uncertain = missing, uncertain  # data.missing_labels / uncertain_labels
 
     @classmethod
     def loss_weights_for(cls, cfg: Config, train_labels: np.ndarray) -> torch.Tensor | None:
@@ -73,29 +81,55 @@ class Task:
 
     # ---- labels, for the data layer ----------------------------------------------------------
     def parse_label(self, cells: Mapping[str, str], columns: list[str]) -> np.ndarray:
-        """The label of one CSV row as float32: one 0/1 per label column."""
-        return np.array([_zero_one(cells.get(c), c) for c in columns], np.float32)
+        """The label of one CSV row as float32: one 0/1 per label column, NaN for a cell left
+        unknown by ``data.missing_labels`` / ``data.uncertain_labels``."""
+        return np.array([self._cell(cells.get(c), c) for c in columns], np.float32)
+
+    def _cell(self, value: str | None, column: str) -> float:
+        text = (value or "").strip()
+        if text in ("0", "1", "0.0", "1.0"):
+            return float(text)
+        if not text and self.missing == "ignore":
+            return float("nan")
+        if text in ("-1", "-1.0") and self.uncertain != "error":
+            return UNCERTAIN[self.uncertain]
+        if not text:
+            fix = "fix the cell, drop the row or set data.missing_labels: ignore"
+            raise LabelError(column, f"label must be 0 or 1, got a blank cell; {fix}")
+        if text in ("-1", "-1.0"):
+            fix = "set data.uncertain_labels: ignore, positive or negative, or fix the cell"
+            raise LabelError(column, f"label must be 0 or 1, got {value!r} (uncertain); {fix}")
+        raise LabelError(
+            column, f"label must be 0 or 1, got {value!r}; fix the cell or drop the row"
+        )
 
     def label_counts(self, labels: np.ndarray) -> dict[str, int]:
-        """Positives per output (the split tables and the no-positive check)."""
-        sums = np.asarray(labels).reshape(len(labels), -1).sum(0).astype(int)
+        """Known positives per output (the split tables and the no-positive check)."""
+        sums = np.nansum(np.asarray(labels).reshape(len(labels), -1), 0).astype(int)
         return dict(zip(self.output_names, sums.tolist(), strict=True))
 
+    def ignored_counts(self, labels: np.ndarray) -> dict[str, int]:
+        """Unknown (ignored) label cells per output."""
+        unknown = np.isnan(np.asarray(labels, np.float64).reshape(len(labels), -1)).sum(0)
+        return dict(zip(self.output_names, unknown.astype(int).tolist(), strict=True))
+
     def strata(self, labels: np.ndarray) -> np.ndarray:
-        """One class per record to stratify splits on."""
-        return np.asarray(labels).reshape(len(labels)).astype(int)
+        """One class per record to stratify splits on (-1: unknown)."""
+        labels = np.asarray(labels, np.float64).reshape(len(labels))
+        return np.where(np.isnan(labels), -1, labels).astype(int)
 
     def one_hot(self, labels: np.ndarray | torch.Tensor) -> np.ndarray:
-        """Labels as (N, outputs) 0/1 float64."""
+        """Labels as (N, outputs) 0/1 float64 (NaN: unknown)."""
         return np.asarray(labels, np.float64).reshape(len(labels), self.num_outputs)
 
     # ---- model outputs ------------------------------------------------------------------------
     def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """BCE with logits (``pos_weight`` when set), the mean over the known label cells."""
         pw = None if self.loss_weights is None else self.loss_weights.to(logits.device)
-        return F.binary_cross_entropy_with_logits(logits.float(), target.float(), pos_weight=pw)
+        return known_cell_bce(logits, target, pw)
 
     def validation_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return F.binary_cross_entropy_with_logits(logits.float(), target.float())
+        return known_cell_bce(logits, target)
 
     def probabilities(self, logits: torch.Tensor | np.ndarray) -> np.ndarray:
         """float64 (N, outputs): sigmoid per output."""
@@ -146,7 +180,8 @@ class Task:
         2 x 2 table per output."""
         tables = []
         for j, name in enumerate(self.output_names):
-            y, d = truth[:, j].astype(int), decided[:, j].astype(int)
+            known = ~np.isnan(truth[:, j])
+            y, d = truth[known, j].astype(int), decided[known, j].astype(int)
             counts = np.array([[np.sum((y == a) & (d == b)) for b in (0, 1)] for a in (0, 1)])
             tables.append((name, counts, ["neg", "pos"]))
         return tables
@@ -160,7 +195,8 @@ class MultiLabelTask(Task):
         across the splits."""
         labels = np.asarray(labels).reshape(len(labels), -1)
         strata = np.full(len(labels), -1)
-        for j in np.argsort(labels.mean(0))[::-1]:  # rarer findings overwrite commoner ones
+        prevalence = np.nan_to_num(np.nanmean(labels, 0)) if labels.size else labels.sum(0)
+        for j in np.argsort(prevalence)[::-1]:  # rarer findings overwrite commoner ones
             strata[labels[:, j] > 0.5] = j
         return strata
 
@@ -172,15 +208,15 @@ class BinaryTask(Task):
     # one output: micro equals macro, and every output right equals accuracy
     dropped = ("roc_auc_micro", "specificity_micro", "subset_accuracy")
 
-    def __init__(self, class_names, loss_weights=None, flips=None):
-        super().__init__(class_names, loss_weights, flips)
+    def __init__(self, class_names, *args, **kwargs):
+        super().__init__(class_names, *args, **kwargs)
         self.output_names = self.class_names[-1:]
 
     def label_counts(self, labels: np.ndarray) -> dict[str, int]:
-        """Both classes: negatives and positives."""
-        positives = int(np.asarray(labels).sum())
+        """Both classes: known negatives and positives."""
+        labels = np.asarray(labels)
         negative = self.class_names[0] if len(self.class_names) > 1 else "negative"
-        return {negative: len(labels) - positives, self.output_names[0]: positives}
+        return {negative: int((labels == 0).sum()), self.output_names[0]: int((labels == 1).sum())}
 
 
 class MultiClassTask(Task):
@@ -220,6 +256,10 @@ class MultiClassTask(Task):
         counts = np.bincount(np.asarray(labels).astype(int).reshape(-1), minlength=self.num_outputs)
         return dict(zip(self.class_names, counts.tolist(), strict=True))
 
+    def ignored_counts(self, labels: np.ndarray) -> dict[str, int]:
+        """None: a multiclass label is never left unknown (config validation)."""
+        return dict.fromkeys(self.output_names, 0)
+
     def one_hot(self, labels: np.ndarray | torch.Tensor) -> np.ndarray:
         return np.eye(self.num_outputs)[np.asarray(labels).astype(int).reshape(-1)]
 
@@ -258,18 +298,26 @@ class MultiClassTask(Task):
 TASKS = {"multilabel": MultiLabelTask, "binary": BinaryTask, "multiclass": MultiClassTask}
 
 
-def _zero_one(value: str | None, column: str) -> float:
-    text = (value or "").strip()
-    if text in ("0", "1", "0.0", "1.0"):
-        return float(text)
-    shown = repr(value) if text else "a blank cell"
-    raise LabelError(column, f"label must be 0 or 1, got {shown}; fix the cell or drop the row")
+UNCERTAIN = {"ignore": float("nan"), "positive": 1.0, "negative": 0.0}  # a -1 cell, by policy
+
+
+def known_cell_bce(
+    logits: torch.Tensor, target: torch.Tensor, pos_weight: torch.Tensor | None = None
+) -> torch.Tensor:
+    """BCE with logits averaged over the known cells of ``target`` (NaN: unknown, no loss and
+    no gradient); with every cell known it is the plain mean."""
+    target = target.float()
+    known = ~torch.isnan(target)
+    cells = F.binary_cross_entropy_with_logits(
+        logits.float(), target.nan_to_num(0.0), pos_weight=pos_weight, reduction="none"
+    )
+    return (cells * known).sum() / known.sum().clamp(min=1)
 
 
 def positive_weights(labels: np.ndarray) -> torch.Tensor:
-    """BCE ``pos_weight`` = negatives / positives per column (1 where a column has none)."""
-    pos = labels.sum(0)
-    neg = len(labels) - pos
+    """BCE ``pos_weight`` = known negatives / known positives per column (1 where a column has
+    no positive)."""
+    pos, neg = (labels == 1).sum(0), (labels == 0).sum(0)
     return torch.as_tensor(np.where(pos > 0, neg / np.maximum(pos, 1), 1.0), dtype=torch.float32)
 
 
@@ -291,6 +339,6 @@ def tta_flips(cfg: Config) -> list[Flip]:
 def build_task(cfg: Config, train_labels: np.ndarray | None = None) -> Task:
     """The task of ``data.task``. With the training split's labels, the loss weights that
     ``train.pos_weight`` / ``train.class_weights`` ask for."""
-    cls = TASKS[cfg.data.task]
+    cls, d = TASKS[cfg.data.task], cfg.data
     weights = None if train_labels is None else cls.loss_weights_for(cfg, train_labels)
-    return cls(cfg.class_names, weights, tta_flips(cfg))
+    return cls(cfg.class_names, weights, tta_flips(cfg), d.missing_labels, d.uncertain_labels)

@@ -43,7 +43,7 @@ from src.data.validate import check_training_split
 from src.evaluate import evaluate_after_training, format_summary
 from src.files import remove_partial_writes, write_csv
 from src.models import ModelError, create_model
-from src.models.registry import check_input_size, check_model_params
+from src.models.registry import check_input_size, check_model_params, head_keys
 from src.training import distributed as ddp
 from src.training.curves import write_curves
 from src.training.devices import resolve_amp, resolve_device
@@ -57,6 +57,7 @@ from src.training.groups import (
 )
 from src.training.loop import train_epoch, validate_epoch
 from src.training.optim import build_optimization
+from src.training.pretrained import Weights, freeze_backbone, load_pretrained, read_pretrained
 from src.training.state import TrainingState, epoch_seed, seed_everything
 from src.training.tasks import Task, build_task
 from src.training.tracking import Tracker
@@ -158,6 +159,8 @@ def build_run(cfg: Config, run_dir: Path, resume_from: Path | None) -> Run:
     ckpt = load_checkpoint(resume_from) if resume_from else None
     if ckpt is not None:
         check_resume_compatible(ckpt["config"], config_to_dict(cfg), resume_from)
+    # read before any data; a resume restores its trained weights and never reads them
+    weights = read_pretrained(cfg) if cfg.model.pretrained and ckpt is None else None
     if ddp.is_main():  # under torchrun rank 0 alone writes into the run folder
         (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
         remove_partial_writes(run_dir / "checkpoints")  # temp files of a killed run
@@ -179,7 +182,7 @@ def build_run(cfg: Config, run_dir: Path, resume_from: Path | None) -> Run:
     sampler = ddp.shard_sampler(train_ds, cfg, train=True)
     stream = EpochStream(train_ds, cfg, seed_of, 0, cfg.train.epochs, sampler)
     steps_per_epoch = math.ceil(stream.batches.batches_per_epoch() / cfg.train.accumulate)
-    state = build_state(cfg, task, device, steps_per_epoch)
+    state = build_state(cfg, task, device, steps_per_epoch, weights)
     if ckpt is not None:
         resume(state, ckpt, resume_from, steps_per_epoch, run_dir)
         stream.start_at(state.epoch)
@@ -204,16 +207,27 @@ def check_before_data(cfg: Config, task: Task) -> None:
 
 
 def build_state(
-    cfg: Config, task: Task, device: torch.device, steps_per_epoch: int
+    cfg: Config,
+    task: Task,
+    device: torch.device,
+    steps_per_epoch: int,
+    weights: Weights | None = None,
 ) -> TrainingState:
-    """A fresh training state: the model (DDP under torchrun), AdamW with its schedule, the
-    gradient scaler (fp16 only) and early stopping."""
-    model = create_model(
-        cfg.model.name, cfg.spatial_dims, 1, task.num_outputs, cfg.data.spatial_size,
-        **cfg.model.params,
-    ).to(device)  # fmt: skip
-    model = ddp.distribute_model(model, cfg, device)  # DDP under torchrun, else the model itself
-    optimizer, scheduler = build_optimization(cfg, model, steps_per_epoch)
+    """A fresh training state: the model (pretrained ``weights`` loaded when given, the
+    backbone frozen as ``model.freeze`` says; DDP under torchrun), AdamW with its schedule (head
+    and backbone groups under ``model.pretrained``), the gradient scaler (fp16 only) and early
+    stopping."""
+    args = (cfg.model.name, cfg.spatial_dims, 1, task.num_outputs, cfg.data.spatial_size)
+    model = create_model(*args, **cfg.model.params)
+    head = head_keys(*args, **cfg.model.params) if cfg.model.pretrained else None
+    if head is not None and weights is not None:
+        summary = load_pretrained(model, cfg, head, weights)
+        if ddp.is_main():
+            print(summary)
+    if head is not None and cfg.model.freeze == "backbone":
+        freeze_backbone(model, head)
+    model = ddp.distribute_model(model.to(device), cfg, device)  # DDP under torchrun
+    optimizer, scheduler = build_optimization(cfg, model, steps_per_epoch, head)
     amp_dtype = resolve_amp(cfg.train.amp, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     return TrainingState(cfg, model, optimizer, scheduler, scaler, device, amp_dtype)

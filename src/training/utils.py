@@ -65,8 +65,9 @@ def save_checkpoint(checkpoint: dict[str, Any], path: str | Path) -> None:
         torch.save(checkpoint, fh)
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint with ``weights_only=True`` (no code runs); errors say what to do."""
+def load_checkpoint(path: str | Path, any_format: bool = False) -> dict[str, Any]:
+    """Load a checkpoint with ``weights_only=True`` (no code runs); errors say what to do.
+    ``any_format``: accept any saved mapping (a state-dict file of another code base)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
@@ -77,6 +78,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             f"{path}: cannot be read as a checkpoint ({type(err).__name__}: "
             f"{str(err).splitlines()[0][:200]}); delete it or resume from another checkpoint"
         ) from None
+    if isinstance(ckpt, dict) and any_format:
+        return ckpt
     if not isinstance(ckpt, dict) or ckpt.get("format_version") != CHECKPOINT_FORMAT:
         raise CheckpointError(
             f"{path}: not a checkpoint of this trainer (format {CHECKPOINT_FORMAT} expected)"

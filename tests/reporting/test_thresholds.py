@@ -77,3 +77,14 @@ def test_unknown_class_in_sensitivity_targets_names_the_key(tmp_path):
         _cfg(tmp_path, sensitivity_targets={"zz": 0.9})
     with pytest.raises(ConfigError, match=r"^evaluation.sensitivity_targets.a: target"):
         _cfg(tmp_path, sensitivity_targets={"a": 1.5})
+
+
+def test_unknown_labels_take_no_part_in_choosing_a_threshold():
+    y, s = _data(2)
+    truth = y.astype(float)
+    truth[::4] = np.nan
+    data = {"csv": "x.csv", "image_root": ".", "label_columns": ["a"], "missing_labels": "ignore"}
+    cfg = config_from_dict({"data": data})
+    got = choose_thresholds(s[:, None], truth[:, None], build_task(cfg), cfg.evaluation)
+    known = ~np.isnan(truth)
+    assert got["classes"]["a"]["threshold"] == youden_threshold(y[known], s[known])

@@ -204,3 +204,35 @@ def test_patient_bootstrap_covers_with_correlated_scans():
         m = _auc_ci(sigmoid(s.reshape(-1)), np.repeat(y, 3), groups, 400, trial)
         covered += m["lo"] <= truth <= m["hi"]
     assert 0.88 <= covered / 150 <= 0.99
+
+
+def test_unknown_labels_are_left_out_of_every_metric_of_their_finding():
+    """Each finding's metrics equal scikit-learn's on its known cells only; the bootstrap
+    replicates leave them out likewise."""
+    rng = np.random.default_rng(4)
+    n, c = 150, 3
+    labels = (rng.random((n, c)) < [0.2, 0.4, 0.5]).astype(float)
+    probs = sigmoid(rng.normal(size=(n, c)) + 1.5 * labels)
+    decided = (probs >= 0.5).astype(float)
+    truth = labels.copy()
+    truth[rng.random((n, c)) < [0.1, 0.3, 0.5]] = np.nan
+    names = ["a", "b", "c"]
+    got = MultiLabelTask(names, missing="ignore").metrics(probs, truth)
+    known = ~np.isnan(truth)
+    for j, name in enumerate(names):
+        y, p, d = truth[known[:, j], j], probs[known[:, j], j], decided[known[:, j], j]
+        assert got[f"auc/{name}"] == pytest.approx(roc_auc_score(y, p))
+        assert got[f"f1/{name}"] == pytest.approx(f1_score(y, d))
+        assert got[f"precision/{name}"] == pytest.approx(precision_score(y, d))
+        assert got[f"sensitivity/{name}"] == pytest.approx(recall_score(y, d))
+        assert got[f"specificity/{name}"] == pytest.approx(recall_score(y, d, pos_label=0))
+        assert got[f"support/{name}"] == y.sum()
+    assert got["roc_auc_micro"] == pytest.approx(roc_auc_score(truth[known], probs[known]))
+    assert got["accuracy"] == pytest.approx(np.mean(truth[known] == decided[known]))
+    # a bootstrap replicate: the same as scikit-learn with the drawn counts as sample weights
+    w = replicate_weights(None, n, 1, seed=3)
+    rep = metric_replicates(probs, truth, decided, names, w)
+    for j, name in enumerate(names):
+        k = known[:, j]
+        ref = roc_auc_score(truth[k, j], probs[k, j], sample_weight=w[0, k])
+        assert rep[f"auc/{name}"][0] == pytest.approx(ref)

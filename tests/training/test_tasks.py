@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from sklearn.metrics import log_loss
 from sklearn.utils.class_weight import compute_class_weight
 from torch import nn
 
@@ -166,3 +167,56 @@ def test_nothing_outside_the_task_module_branches_on_the_task_kind():
             if pattern.search(line.split("#")[0]):
                 found.append(f"{rel}:{i}: {line.strip()}")
     assert found == []
+
+
+@pytest.mark.parametrize(
+    ("missing", "uncertain", "row", "expected"),
+    [
+        ("ignore", "ignore", {"a": "", "b": "-1"}, [np.nan, np.nan]),
+        ("ignore", "positive", {"a": " ", "b": "-1"}, [np.nan, 1.0]),
+        ("error", "negative", {"a": "1", "b": "-1.0"}, [1.0, 0.0]),
+    ],
+)
+def test_unknown_label_cells_follow_the_policies(missing, uncertain, row, expected):
+    task = MultiLabelTask(["a", "b"], missing=missing, uncertain=uncertain)
+    np.testing.assert_array_equal(task.parse_label(row, ["a", "b"]), expected)
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ({"a": "", "b": "0"}, "blank cell; .*data.missing_labels: ignore"),
+        ({"a": "0", "b": "-1"}, "got '-1' \\(uncertain\\); set data.uncertain_labels"),
+    ],
+)
+def test_unknown_label_cells_are_errors_by_default(row, message):
+    with pytest.raises(LabelError, match=message):
+        MultiLabelTask(["a", "b"]).parse_label(row, ["a", "b"])
+
+
+def test_masked_loss_equals_sklearn_log_loss_on_known_cells():
+    rng = np.random.default_rng(0)
+    labels = (rng.random((40, 3)) < 0.4).astype(np.float32)
+    labels[rng.random((40, 3)) < 0.3] = np.nan
+    logits = torch.tensor(rng.normal(size=(40, 3)), dtype=torch.float32, requires_grad=True)
+    task = MultiLabelTask(["a", "b", "c"], missing="ignore")
+    loss = task.loss(logits, torch.from_numpy(labels))
+    known = ~np.isnan(labels)
+    probs = 1 / (1 + np.exp(-logits.detach().numpy()))
+    assert loss.item() == pytest.approx(log_loss(labels[known], probs[known]), rel=1e-5)
+    validation = task.validation_loss(logits.detach(), torch.from_numpy(labels))
+    assert validation.item() == pytest.approx(loss.item())
+    loss.backward()
+    assert torch.all(logits.grad[torch.from_numpy(~known)] == 0)  # unknown cells teach nothing
+
+
+def test_counts_and_strata_use_known_labels_only():
+    task = MultiLabelTask(["common", "rare"], missing="ignore")
+    labels = np.array([[1, np.nan], [np.nan, 1], [0, 0], [1, 0], [np.nan, np.nan]])
+    assert task.label_counts(labels) == {"common": 2, "rare": 1}
+    assert task.ignored_counts(labels) == {"common": 2, "rare": 2}
+    np.testing.assert_array_equal(task.strata(labels), [0, 1, -1, 0, -1])
+    binary = BinaryTask(["neg", "pos"], missing="ignore")
+    column = np.array([[1.0], [np.nan], [0.0], [0.0]])
+    assert binary.label_counts(column) == {"neg": 2, "pos": 1}
+    np.testing.assert_array_equal(binary.strata(column), [1, -1, 0, 0])

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import copy
+import csv
 import inspect
+import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,13 +15,15 @@ from torch import nn
 
 from src.config import config_from_dict
 from src.data.loaders import build_dataset, evaluation_loader
+from src.data.phantom import FINDINGS
 from src.data.splits import prepare_splits
 from src.data.stream import EpochStream
 from src.training.loop import train_epoch
 from src.training.state import TrainingState
 from src.training.tasks import MultiLabelTask, build_task
-from src.training.trainer import fit, main, parse_args
+from src.training.trainer import fit, main, parse_args, train_model
 from src.training.utils import CHECKPOINT_FORMAT, load_checkpoint
+from tests.conftest import tiny_raw_config
 
 
 def batches(x, y, size):
@@ -157,3 +162,33 @@ def test_fit_reads_in_one_screen_and_train_epoch_takes_five_parameters():
     """The loop stays readable top to bottom: what grows goes into a named helper."""
     assert len(inspect.getsource(fit).splitlines()) <= 60
     assert len(inspect.signature(train_epoch).parameters) <= 5
+
+
+def test_a_run_on_incomplete_labels_masks_them_and_reports_them(tiny_phantom, tmp_path):
+    """Blank and -1 cells train, evaluate and report: thresholds, figures and the report
+    work on the known labels, predictions.csv leaves the unknown truth blank, and metrics.json
+    and report.md count the ignored cells per finding."""
+    rows = list(csv.DictReader((tiny_phantom / "labels.csv").read_text().splitlines()))
+    for i, row in enumerate(rows):
+        row["Lung nodule"] = "" if i % 3 == 0 else row["Lung nodule"]
+        row["Emphysema"] = "-1" if i % 3 == 1 else row["Emphysema"]
+    table = tmp_path / "labels.csv"
+    with table.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    raw = tiny_raw_config(tiny_phantom, tmp_path)
+    raw["data"] |= {"csv": str(table), "missing_labels": "ignore", "uncertain_labels": "ignore"}
+    raw["train"]["epochs"] = 1
+    summary = train_model(config_from_dict(raw), tmp_path / "run")
+    evaluation = summary["evaluation"]
+    n_val = evaluation["n_scans"]
+    val = json.loads((tmp_path / "run" / "splits.json").read_text())["val"]
+    unknown = {n: sum(r[n] in ("", "-1") for r in rows if r["image"] in val) for n in FINDINGS}
+    ignored = evaluation["ignored_labels"]
+    assert ignored == unknown and unknown["Lung nodule"] > 0
+    text = (Path(evaluation["folder"]) / "predictions.csv").read_text()
+    predictions = list(csv.DictReader(text.splitlines()))
+    assert len(predictions) == n_val
+    assert sum(p["true/Lung nodule"] == "" for p in predictions) == ignored["Lung nodule"]
+    assert "ignored Lung nodule" in (tmp_path / "run" / "report.md").read_text()
