@@ -209,7 +209,7 @@ def _check_windows(cfg: Config) -> None:
         "HU windows are for 3D CT; 2D images have one grey channel",
     )
     _need(
-        d.phantom.format == "nifti" or d.phantom.kind == "ct",
+        d.phantom.format == "nifti" or d.phantom.kind != "xray",
         "data.phantom.format",
         "dicom is written for the ct phantom only",
     )
