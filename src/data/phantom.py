@@ -361,15 +361,16 @@ def generate_phantom_ct(
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default="data/phantom_ct")
+    ap.add_argument("--out", default="", help="default data/phantom_ct (_dicom with dicom)")
     ap.add_argument("--n-patients", type=int, default=300)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
         "--format", choices=["nifti", "dicom"], default="nifti", help="a file or a folder per scan"
     )
     args = ap.parse_args(argv)
+    out = args.out or ("data/phantom_ct_dicom" if args.format == "dicom" else "data/phantom_ct")
     csv_path = generate_phantom_ct(
-        args.out, args.n_patients, args.seed, progress=sys.stderr.isatty(), fmt=args.format
+        out, args.n_patients, args.seed, progress=sys.stderr.isatty(), fmt=args.format
     )
     print(f"phantom CT written: {csv_path}")
 
