@@ -129,14 +129,17 @@ def _check_pixels(folder: Path, slices: list[Dataset], names: list[str]) -> None
 
 
 def _check_geometry(folder: Path, slices: list[Dataset], names: list[str]) -> np.ndarray:
-    """Position of each slice along the normal (mm); checks orientation and gaps."""
+    """Position of each slice along the normal (mm); refuses scouts, other orientations and
+    a single slice."""
     missing = [n for ds, n in zip(slices, names, strict=True) if "ImagePositionPatient" not in ds]
     missing += [
         n for ds, n in zip(slices, names, strict=True) if "ImageOrientationPatient" not in ds
     ]
     if missing:
         raise SeriesError(
-            folder, f"{missing[0]} lacks ImagePositionPatient / ImageOrientationPatient"
+            folder,
+            f"{missing[0]} lacks ImagePositionPatient / ImageOrientationPatient (the slice "
+            "geometry); export the series with its geometry",
         )
     iop0 = np.asarray(slices[0].ImageOrientationPatient, dtype=float)
     for ds, name in zip(slices, names, strict=True):
