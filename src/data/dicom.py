@@ -9,11 +9,12 @@ slice gaps (missing or duplicated slices, with their positions), mixed slice siz
 without pixel data, a compressed transfer syntax no installed decoder reads (naming the package
 that does). A gantry tilt is a warning.
 
-``DicomSeriesReader`` is MONAI's ``PydicomReader`` fed with those slices. MONAI 1.6 reads a
-folder itself, but stacks slices by InstanceNumber (not position), reads every file of the
-folder as one series and only warns on mixed sizes; the reading proper (rescale slope and
-intercept to HU, the affine from ImageOrientationPatient / ImagePositionPatient, LPS to RAS)
-is MONAI's.
+``DicomSeriesReader`` is MONAI's ``PydicomReader`` fed with those slices (MONAI's other series
+reader, ``ITKReader``, needs ``itk``, which this project does not install). MONAI 1.6's
+``PydicomReader`` reads a folder itself, but stacks slices by InstanceNumber (not position),
+reads every file of the folder as one series and only warns on mixed sizes; the reading proper
+(rescale slope and intercept to HU, the affine from ImageOrientationPatient /
+ImagePositionPatient, LPS to RAS) is MONAI's.
 """
 
 from __future__ import annotations
