@@ -192,7 +192,9 @@ def run_setting(name: str, spec: dict[str, Any]) -> dict[str, Any]:
     task = build_task(cfg)
     records = read_records(cfg, task)[: spec["count"]]
     model_name, params = MODELS[spec["model"]]
-    model = create_model(model_name, 3, 1, task.num_outputs, cfg.data.spatial_size, **params)
+    model = create_model(
+        model_name, 3, cfg.in_channels, task.num_outputs, cfg.data.spatial_size, **params
+    )
     model = model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     constant = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)

@@ -25,6 +25,14 @@ def tiny_phantom(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def dicom_phantom(tmp_path_factory) -> Path:
+    """The first 2 patients of ``tiny_phantom`` (seed 3) written as DICOM series folders."""
+    root = tmp_path_factory.mktemp("phantom") / "ct_dicom"
+    generate_phantom_ct(root, n_patients=2, seed=3, progress=False, fmt="dicom")
+    return root
+
+
 def tiny_raw_config(root: Path, out: Path) -> dict:
     """A config dict that trains a very small 3D ResNet on the tiny phantom in seconds."""
     return {

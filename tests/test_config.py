@@ -60,6 +60,9 @@ def with_value(key: str, value) -> dict:
         ("optim.backbone_lr_scale", 0.5, "optim.backbone_lr_scale: scales the learning rate"),
         ("optim.backbone_lr_scale", 0, "optim.backbone_lr_scale: must be in (0, 1], got 0.0"),
         ("data.uncertain_labels", "maybe", "data.uncertain_labels: expected one of 'error'"),
+        ("data.windows", ["lung", "soft"], "data.windows[1]: unknown preset 'soft'; presets: lung"),
+        ("data.windows", [[400, -1000]], "data.windows[0]: max must exceed min"),
+        ("data.windows", [[0, 1, 2]], "data.windows[0]: expected [min, max] or a preset"),
     ],
 )
 def test_bad_value_names_the_key(key, value, expected):
@@ -134,9 +137,10 @@ def test_yaml_syntax_error_names_file_and_line(tmp_path):
 
 
 def test_shipped_configs_load():
-    for name in ("configs/ct.yaml", "configs/ct_rate.yaml"):
+    for name in ("configs/ct.yaml", "configs/ct_rate.yaml", "configs/ct_dicom.yaml"):
         cfg = load_config(name)
         assert cfg.data.label_columns
+    assert load_config("configs/ct_dicom.yaml").in_channels == 3
 
 
 def write_config(path: Path, epochs: int) -> None:

@@ -44,6 +44,13 @@ Fraction = Annotated[float, Range("[0, 1)")]
 AtLeastOne = Annotated[int, Range(">= 1")]
 NonNegative = Annotated[int, Range(">= 0")]
 
+# Named CT windows of data.windows, [min, max] in HU
+WINDOW_PRESETS = {
+    "lung": (-1000.0, 400.0),
+    "mediastinum": (-160.0, 240.0),
+    "bone": (-500.0, 1300.0),
+}
+
 
 @dataclass
 class SplitConfig:
@@ -107,6 +114,9 @@ class PhantomConfig:
     """Patients in the generated set (each with one or more images)."""
     seed: int = 0
     """Seed of the generator: the same seed makes the same images."""
+    format: Literal["nifti", "dicom"] = "nifti"
+    """ct only: nifti (one .nii.gz per scan) or dicom (a folder of slices per scan, as scanners
+    export them: an axial series, half the folders with .dcm names, half without)."""
 
 
 @dataclass
@@ -134,6 +144,9 @@ class DataConfig:
     patient column is blank; no id: each image is its own patient."""
     center_column: str = "center"
     """CSV column naming each image's centre, for center_holdout ('' for none)."""
+    series_uid_column: str = ""
+    """CSV column of the SeriesInstanceUID to read where the image column names a DICOM folder
+    holding several series ('' = each folder holds one series)."""
     split_column: str = "split"
     """CSV column of train / val / test per row, read by split strategies auto and column."""
     find_images: Literal["direct", "recursive"] = "direct"
@@ -159,6 +172,10 @@ class DataConfig:
     """Intensity mapped to 0 under intensity_mode window (HU for CT); lower values clip."""
     intensity_max: float = 400.0
     """Intensity mapped to 1 under intensity_mode window; above intensity_min."""
+    windows: list[list[float] | str] = field(default_factory=list)
+    """Intensity windows, one input channel each: [min, max] (HU) or a preset: lung
+    [-1000, 400], mediastinum [-160, 240], bone [-500, 1300]; [] = the one window
+    intensity_min..intensity_max."""
     intensity_mode: Literal["window", "bit_depth", "percentile"] = "window"
     """Scaling to [0, 1]: window (intensity_min..max), bit_depth (the stored 8-16 bit range),
     percentile (the image's 0.5..99.5 percentiles)."""
@@ -362,6 +379,19 @@ class Config:
     @property
     def spatial_dims(self) -> int:
         return len(self.data.spatial_size)
+
+    @property
+    def windows(self) -> list[tuple[float, float]]:
+        """data.windows as (min, max) pairs, presets resolved; [] when not set."""
+        return [
+            WINDOW_PRESETS[w] if isinstance(w, str) else (float(w[0]), float(w[1]))
+            for w in self.data.windows
+        ]
+
+    @property
+    def in_channels(self) -> int:
+        """Input channels of the model: one per intensity window (one without data.windows)."""
+        return max(1, len(self.data.windows))
 
     @property
     def class_names(self) -> list[str]:

@@ -8,7 +8,7 @@ import types
 import typing
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from src.config.schema import Config, ConfigError, Range
+from src.config.schema import WINDOW_PRESETS, Config, ConfigError, Range
 
 
 def _type_name(tp: Any) -> str:
@@ -158,6 +158,7 @@ def _check_data(cfg: Config) -> None:
         "2D images (PNG/JPEG carry no spacing) are not resampled: set data.spacing: []",
     )
     _need(d.intensity_max > d.intensity_min, "data.intensity_max", "must exceed intensity_min")
+    _check_windows(cfg)
     _need(
         not d.ram_cache_shard or "ram" in d.cache,
         "data.ram_cache_shard",
@@ -190,6 +191,33 @@ def _check_data(cfg: Config) -> None:
         all(0 <= ax < len(d.spatial_size) for ax in d.augment.flip_axes),
         "data.augment.flip_axes",
         f"axes must be in [0, {len(d.spatial_size)})",
+    )
+
+
+def _check_windows(cfg: Config) -> None:
+    d, presets = cfg.data, ", ".join(WINDOW_PRESETS)
+    for i, w in enumerate(d.windows):
+        key = f"data.windows[{i}]"
+        if isinstance(w, str):
+            _need(w in WINDOW_PRESETS, key, f"unknown preset {w!r}; presets: {presets}")
+        else:
+            _need(len(w) == 2, key, f"expected [min, max] or a preset ({presets}), got {w!r}")
+            _need(w[1] > w[0], key, f"max must exceed min, got {w!r}")
+    _need(
+        not d.windows or d.intensity_mode == "window",
+        "data.windows",
+        f"windows scale intensities themselves; set data.intensity_mode: window, not "
+        f"{d.intensity_mode}",
+    )
+    _need(
+        not d.windows or len(d.spatial_size) == 3,
+        "data.windows",
+        "HU windows are for 3D CT; 2D images have one grey channel",
+    )
+    _need(
+        d.phantom.format == "nifti" or d.phantom.kind != "xray",
+        "data.phantom.format",
+        "dicom is written for the ct phantom only",
     )
 
 

@@ -32,7 +32,7 @@ def ensure_builtin_data(cfg: Config, progress: bool = True) -> None:
             "n_patients": d.phantom.n_patients,
             "seed": d.phantom.seed,
             "version": PHANTOM_VERSIONS[d.phantom.kind],
-        }
+        } | ({"format": d.phantom.format} if d.phantom.format != "nifti" else {})
     elif d.medmnist_npz:
         key, stamp_name = "data.medmnist_npz", "import.json"
         stamp = {"medmnist_npz": str(Path(d.medmnist_npz).resolve()), "version": IMPORT_VERSION}
@@ -52,7 +52,9 @@ def ensure_builtin_data(cfg: Config, progress: bool = True) -> None:
     elif expected_csv.is_file():
         return  # a user's own data where the generated set would go: never overwrite it
     if d.phantom.kind == "ct":
-        generate_phantom_ct(root, d.phantom.n_patients, d.phantom.seed, progress=progress)
+        generate_phantom_ct(
+            root, d.phantom.n_patients, d.phantom.seed, progress=progress, fmt=d.phantom.format
+        )
     elif d.phantom.kind == "xray":
         generate_phantom_xray(root, d.phantom.n_patients, d.phantom.seed, progress=progress)
     elif d.medmnist_npz:

@@ -6,8 +6,9 @@
 - ``ram``: MONAI ``CacheDataset`` (built once, before the first epoch);
 - ``disk+ram``: the RAM cache filled from the disk cache (fast restarts, fast epochs).
 
-A disk cache entry's name hashes the image path, its size and modification time and the label,
-so an edited or regenerated file is never served from a stale entry. Loader settings (workers,
+A disk cache entry's name hashes the image path, its size and modification time (of every file
+of a DICOM series folder), the chosen series and the label, so an edited or regenerated file is
+never served from a stale entry. Loader settings (workers,
 threads, pinning, persistence, prefetch) come from ``src.data.loader_settings``.
 """
 
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -27,20 +27,27 @@ from src.config import Config
 from src.data.augmented import AugmentedDataset
 from src.data.disk_cache import CheckedPersistentDataset
 from src.data.loader_settings import available_cores, resolve_loader_settings
+from src.data.records import image_version
 from src.data.transforms import build_augmentation, build_preprocessing, preprocessing_key
 
 
 def item_hash(item: dict[str, Any]) -> bytes:
-    """Disk-cache key of one item: path, file size and mtime, label."""
-    st = os.stat(item["image"])
-    key = [item["image"], st.st_size, st.st_mtime_ns, item["label"].tolist()]
+    """Disk-cache key of one item: path, size and mtime of its file(s), series, label."""
+    path = item["image"]
+    key = [path, image_version(path), item.get("series_uid", ""), item["label"].tolist()]
     return hashlib.md5(json.dumps(key).encode()).hexdigest().encode()
 
 
 def to_items(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """What the transforms see: the path, the label as a tensor and the id."""
+    """What the transforms see: the path (and series), the label as a tensor and the id."""
     return [
-        {"image": r["image"], "label": torch.as_tensor(r["label"]), "id": r["id"]} for r in records
+        {
+            "image": r["image"],
+            "series_uid": r.get("series_uid", ""),
+            "label": torch.as_tensor(r["label"]),
+            "id": r["id"],
+        }
+        for r in records
     ]
 
 

@@ -23,6 +23,8 @@ are not separable from histograms alone (see ``benchmarks/intensity_baseline.py`
 Patients have 1-3 scans; chronic findings (emphysema, calcification, cardiomegaly, nodules)
 persist across a patient's scans, acute ones (effusion, consolidation) are drawn per scan.
 ``regions.json`` records where every finding was planted, in world (RAS, mm) coordinates.
+``--format dicom`` writes each scan as a folder of axial DICOM slices instead (the same voxels;
+``src.data.dicom.write_series``).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import nibabel as nib
 import numpy as np
 from tqdm import tqdm
 
+from src.data.dicom import write_series
 from src.files import atomic_folder, write_csv
 
 FINDINGS = [
@@ -297,8 +300,12 @@ def generate_phantom_ct(
     seed: int = 0,
     progress: bool = True,
     matrix: tuple[int, int, int] | None = None,
+    fmt: str = "nifti",
 ) -> Path:
     """Write the phantom CT set to ``out_dir`` (images/, labels.csv, regions.json).
+
+    ``fmt`` ``nifti``: ``images/<scan>.nii.gz``; ``dicom``: ``images/<scan>/`` holding one
+    DICOM file per axial slice (every other scan's files without the ``.dcm`` extension).
 
     ``matrix`` (x, y, z voxels) gives every scan the same grid, e.g. (256, 256, 128) for
     volumes of realistic raw size (benchmarks); by default the matrix varies (~120x120x70).
@@ -326,14 +333,16 @@ def generate_phantom_ct(
                         findings[f] = bool(srng.random() < PREVALENCE[f])
                 hu, affine, reg = _render_scan(anat, srng, findings, matrix)
                 name = f"P{p:04d}_S{s}"
-                rel = f"images/{name}.nii.gz"
-                _save_nifti(
-                    hu,
-                    affine,
-                    tmp / rel,
-                    lps=bool(srng.random() < 0.5),
-                    intercept=bool(srng.random() < 0.5),
-                )
+                lps, intercept = bool(srng.random() < 0.5), bool(srng.random() < 0.5)
+                if fmt == "dicom":
+                    rel = f"images/{name}"
+                    suffix = ".dcm" if len(rows) % 2 == 0 else ""
+                    write_series(
+                        hu, affine, tmp / rel, patient_id=name, intercept=intercept, suffix=suffix
+                    )
+                else:
+                    rel = f"images/{name}.nii.gz"
+                    _save_nifti(hu, affine, tmp / rel, lps=lps, intercept=intercept)
                 rows.append(
                     {"image": rel, "patient_id": f"P{p:04d}", "center": center}
                     | {f: int(findings[f]) for f in FINDINGS}
@@ -352,12 +361,16 @@ def generate_phantom_ct(
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default="data/phantom_ct")
+    ap.add_argument("--out", default="", help="default data/phantom_ct (_dicom with dicom)")
     ap.add_argument("--n-patients", type=int, default=300)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--format", choices=["nifti", "dicom"], default="nifti", help="a file or a folder per scan"
+    )
     args = ap.parse_args(argv)
+    out = args.out or ("data/phantom_ct_dicom" if args.format == "dicom" else "data/phantom_ct")
     csv_path = generate_phantom_ct(
-        args.out, args.n_patients, args.seed, progress=sys.stderr.isatty()
+        out, args.n_patients, args.seed, progress=sys.stderr.isatty(), fmt=args.format
     )
     print(f"phantom CT written: {csv_path}")
 

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from src.config import Config, DataConfig
+from src.data.dicom import is_series_folder, series_version
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".png", ".jpg", ".jpeg", ".dcm", ".npy")
 
@@ -46,6 +47,15 @@ class TaskLabels(Protocol):
     def strata(self, labels: np.ndarray) -> np.ndarray: ...
 
     def ignored_counts(self, labels: np.ndarray) -> dict[str, int]: ...
+
+
+def image_version(path: str | Path) -> list[Any]:
+    """What changes when an image changes: size and modification time of the file, or of
+    every file of a DICOM series folder (caches and image checks are keyed by it)."""
+    if os.path.isdir(path):
+        return series_version(path)
+    st = os.stat(path)
+    return [st.st_size, st.st_mtime_ns]
 
 
 def _index_images(root: Path) -> dict[str, Path]:
@@ -85,9 +95,11 @@ def _find_image(
             "relative to the image root, or set data.allow_absolute_paths: true to accept "
             "absolute paths"
         )
-    if not path.is_file():
+    if not path.is_file() and not is_series_folder(path):
+        what = "holds no DICOM files" if path.is_dir() else "not found"
         raise DataError(
-            f"{where}: image file not found: {path}; check data.image_root or remove the row"
+            f"{where}: image file or DICOM series folder {what}: {path}; check "
+            "data.image_root or remove the row"
         )
     return path
 
@@ -112,7 +124,9 @@ def read_records(
 
     A record holds ``image`` (absolute path), ``label`` (float32 array, as ``task.parse_label``
     reads the label cells), ``id`` (the CSV's image cell), ``patient``, ``center`` and ``split``
-    (empty when the CSV has none), and where it came from (``csv``, ``row``).
+    (empty when the CSV has none), ``series_uid`` (``data.series_uid_column``: the series of a
+    DICOM folder; empty for the folder's only series), and where it came from (``csv``,
+    ``row``). ``image`` is a file or a folder of one DICOM series.
     """
     d = cfg.data
     csv_path = Path(csv_path or d.csv)
@@ -127,12 +141,12 @@ def read_records(
         rows = list(reader)
     if not rows:
         raise DataError(f"{csv_path}: the CSV has no data rows")
-    needed = [d.image_column, *d.label_columns]
+    needed = [d.image_column, *d.label_columns] + [c for c in [d.series_uid_column] if c]
     missing = [c for c in needed if c not in columns]
     if missing:
         raise DataError(
             f"{csv_path}: column {missing[0]!r} is missing (data.image_column / "
-            f"data.label_columns); the CSV has: {', '.join(columns)}"
+            f"data.label_columns / data.series_uid_column); the CSV has: {', '.join(columns)}"
         )
     index = _index_images(root) if d.find_images == "recursive" else None
     records, seen = [], {}
@@ -159,6 +173,9 @@ def read_records(
                 "patient": _patient_of(row, name, d),
                 "center": (row.get(d.center_column) or "").strip() if d.center_column else "",
                 "split": (row.get(d.split_column) or "").strip().lower() if d.split_column else "",
+                "series_uid": (row[d.series_uid_column] or "").strip()
+                if d.series_uid_column
+                else "",
                 "csv": str(csv_path),
                 "row": i,
             }

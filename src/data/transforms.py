@@ -11,18 +11,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import math
-import warnings
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
+from monai.config import KeysCollection
 from monai.transforms import (
     CastToTyped,
     Compose,
     EnsureTyped,
-    LoadImaged,
+    MapTransform,
     Orientationd,
     RandAdjustContrastd,
     RandAffined,
@@ -32,18 +32,15 @@ from monai.transforms import (
     RandShiftIntensityd,
     Resized,
     ResizeWithPadOrCropd,
+    ScaleIntensityRange,
     ScaleIntensityRanged,
     ScaleIntensityRangePercentilesd,
     Spacingd,
 )
 
 from src.config import Config
+from src.data.dicom import LoadImageOrSeriesd
 from src.data.radiograph import GreyChanneld, ScaleBitDepthd
-
-# With pydicom installed, MONAI's default readers include a GPU DICOM decoder that, without
-# nvImageCodec, logs and warns on every LoadImage; the plain pydicom reader is used either way.
-logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)
-warnings.filterwarnings("ignore", message="NvImgCodecPydicomReader: nvImageCodec decoder plugin")
 
 # Bump when the preprocessing code changes in a way the settings below do not capture.
 PREPROCESSING_VERSION = 1
@@ -54,7 +51,8 @@ _RAS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))  # NIfTI world axes
 def preprocessing_settings(cfg: Config) -> dict[str, Any]:
     """Every setting that the output of ``build_preprocessing`` depends on."""
     d = cfg.data
-    return {
+    windows = {"windows": [list(w) for w in cfg.windows]} if d.windows else {}
+    return windows | {
         "version": PREPROCESSING_VERSION,
         "spatial_size": list(d.spatial_size),
         "spacing": list(d.spacing),
@@ -75,13 +73,14 @@ def preprocessing_key(cfg: Config) -> str:
 def build_preprocessing(cfg: Config) -> Compose:
     """Deterministic: load, channel-first, orient, resample, window and scale, fix the shape.
 
-    2D (radiographs: PNG/JPEG through PIL, DICOM through pydicom): no orientation; the stored
-    dtype is kept until the intensity scaling, then one grey channel is made of the file's
-    channels, whatever they were.
+    3D: NIfTI files, or a folder of one DICOM series (``src.data.dicom``), in HU; with
+    ``data.windows`` one channel per window. 2D (radiographs: PNG/JPEG through PIL, DICOM
+    through pydicom): no orientation; the stored dtype is kept until the intensity scaling,
+    then one grey channel is made of the file's channels, whatever they were.
     """
     d = cfg.data
     two_d = cfg.spatial_dims == 2
-    load = LoadImaged(
+    load = LoadImageOrSeriesd(
         keys="image",
         ensure_channel_first=True,
         image_only=True,
@@ -111,9 +110,29 @@ def build_preprocessing(cfg: Config) -> Compose:
     return Compose(steps)
 
 
+class WindowChannelsd(MapTransform):
+    """One channel per intensity window: MONAI's ``ScaleIntensityRange`` of each window
+    [min, max] to [0, 1] (clipped), the channels stacked in window order."""
+
+    def __init__(self, keys: KeysCollection, windows: Sequence[tuple[float, float]]):
+        super().__init__(keys)
+        self.scalings = [
+            ScaleIntensityRange(a_min=lo, a_max=hi, b_min=0.0, b_max=1.0, clip=True)
+            for lo, hi in windows
+        ]
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = torch.cat([scale(d[key]) for scale in self.scalings], dim=0)
+        return d
+
+
 def _intensity_scaling(cfg: Config):
-    """``data.intensity_mode``: a fixed window, the stored bit depth, or per-image percentiles."""
+    """``data.intensity_mode``: fixed window(s), the stored bit depth, or per-image percentiles."""
     d = cfg.data
+    if d.windows:
+        return WindowChannelsd(keys="image", windows=cfg.windows)
     if d.intensity_mode == "bit_depth":
         return ScaleBitDepthd(keys="image")
     if d.intensity_mode == "percentile":

@@ -2,9 +2,11 @@
 
 ``check_images`` is the one entry point (called from ``prepare_splits``). For every NIfTI file it
 checks the header (empty, not NIfTI, truncated, more dimensions than the task's) without
-decompressing the voxels, then the voxels (NaN/Inf, constant volume). The voxel check reads each
-file once per version of the file: results are remembered in ``<data.cache_dir>/image_checks.json``
-keyed by path, size and modification time. ``data.on_bad_sample: error`` (default) stops at the
+decompressing the voxels, then the voxels (NaN/Inf, constant volume); a DICOM series folder gets
+the series checks of ``src.data.dicom`` (headers only), then the same voxel checks. The voxel
+check reads each image once per version of it: results are remembered in
+``<data.cache_dir>/image_checks.json`` keyed by path, size and modification time (of every file
+of a series) and the chosen series. ``data.on_bad_sample: error`` (default) stops at the
 first bad file naming it and its CSV row; ``skip`` drops bad files and prints how many.
 
 ``check_training_split`` checks what needs the split: a batch larger than the training split
@@ -29,7 +31,8 @@ import numpy as np
 from tqdm import tqdm
 
 from src.config import Config, ConfigError
-from src.data.records import DataError, TaskLabels, label_matrix
+from src.data.dicom import DicomSeriesReader, SeriesError, series_slices
+from src.data.records import DataError, TaskLabels, image_version, label_matrix
 from src.files import atomic_write
 
 CHECKS_VERSION = 1
@@ -63,9 +66,16 @@ def _truncated(path: Path, img: nib.Nifti1Image) -> bool:
     return False
 
 
-def header_problem(path: str | Path, spatial_dims: int) -> str | None:
-    """What is wrong with the file as far as its header tells, or None. Voxels are not read."""
+def header_problem(path: str | Path, spatial_dims: int, series_uid: str = "") -> str | None:
+    """What is wrong with the file (or DICOM series folder: ``series_uid`` chooses the series)
+    as far as its headers tell, or None. Voxels are not read."""
     path = Path(path)
+    if path.is_dir():
+        try:
+            series_slices(path, series_uid, pixels=False)
+        except SeriesError as err:
+            return err.problem
+        return None
     if path.stat().st_size == 0:
         return "the file is empty (0 bytes)"
     if not path.name.lower().endswith(NIFTI_SUFFIXES):
@@ -92,13 +102,17 @@ def header_problem(path: str | Path, spatial_dims: int) -> str | None:
     return None
 
 
-def voxel_problem(path: str | Path) -> str | None:
+def voxel_problem(path: str | Path, series_uid: str = "") -> str | None:
     """NaN/Inf voxels or a constant volume (a failed export), or None. Reads the voxels."""
     path = Path(path)
-    if not path.name.lower().endswith(NIFTI_SUFFIXES):
+    if not path.is_dir() and not path.name.lower().endswith(NIFTI_SUFFIXES):
         return None
     try:
-        data = np.asanyarray(nib.load(path).dataobj)
+        if path.is_dir():
+            reader = DicomSeriesReader(series_uid)
+            data = reader.get_data(reader.read(path))[0]
+        else:
+            data = np.asanyarray(nib.load(path).dataobj)
     except EOFError:
         return TRUNCATED
     except Exception as err:
@@ -112,14 +126,14 @@ def voxel_problem(path: str | Path) -> str | None:
     return None
 
 
-def _memo_key(path: str, spatial_dims: int) -> str:
-    st = os.stat(path)
-    key = [CHECKS_VERSION, path, st.st_size, st.st_mtime_ns, spatial_dims]
+def _memo_key(rec: dict[str, Any], spatial_dims: int) -> str:
+    path = rec["image"]
+    key = [CHECKS_VERSION, path, image_version(path), rec.get("series_uid", ""), spatial_dims]
     return hashlib.md5(json.dumps(key).encode()).hexdigest()
 
 
-def _image_problem(path: str, spatial_dims: int) -> str | None:
-    return header_problem(path, spatial_dims) or voxel_problem(path)
+def _image_problem(path: str, series_uid: str, spatial_dims: int) -> str | None:
+    return header_problem(path, spatial_dims, series_uid) or voxel_problem(path, series_uid)
 
 
 def _where(rec: dict[str, Any]) -> str:
@@ -161,14 +175,15 @@ def check_images(
             memo = json.loads(memo_path.read_text())
         except (ValueError, OSError):
             memo = {}  # a damaged memo only costs a re-check
-    keys = [_memo_key(r["image"], dims) for r in records]
-    todo = sorted({(k, r["image"]) for k, r in zip(keys, records, strict=True) if k not in memo})
+    keys = [_memo_key(r, dims) for r in records]
+    pending = zip(keys, records, strict=True)
+    todo = sorted({(k, r["image"], r.get("series_uid", "")) for k, r in pending if k not in memo})
     if todo:
         workers = min(4, os.cpu_count() or 1)
         with ThreadPoolExecutor(workers) as pool:  # zlib and numpy release the GIL
-            found = pool.map(lambda kp: _image_problem(kp[1], dims), todo)
+            found = pool.map(lambda kps: _image_problem(kps[1], kps[2], dims), todo)
             bar = tqdm(found, total=len(todo), desc="check images", disable=not progress)
-            for (key, _), problem in zip(todo, bar, strict=True):
+            for (key, *_), problem in zip(todo, bar, strict=True):
                 memo[key] = problem or ""
         with atomic_write(memo_path) as fh:
             json.dump(memo, fh)

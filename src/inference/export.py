@@ -1,12 +1,12 @@
 """Export a trained run to TorchScript and ONNX (`python -m src.inference.export --run R`).
 
 Each exported file carries the class names, task and activation, the preprocessing settings
-(spacing, orientation, intensity window, input size) and the decision thresholds with their
-rule: TorchScript as the extra file ``metadata.json``, ONNX as the metadata property
-``metadata``. A group or ensemble folder exports as one module whose logits' activation is the
-mean of its members' probabilities (``members`` in the metadata lists their checkpoints). After
-writing, each file is run on a seeded sample batch and its logits are compared with PyTorch's; a
-difference above the tolerance (1e-4) is an error.
+(spacing, orientation, intensity windows, input size; one input channel per window) and the
+decision thresholds with their rule: TorchScript as the extra file ``metadata.json``, ONNX as
+the metadata property ``metadata``. A group or ensemble folder exports as one module whose
+logits' activation is the mean of its members' probabilities (``members`` in the metadata lists
+their checkpoints). After writing, each file is run on a seeded sample batch and its logits are
+compared with PyTorch's; a difference above the tolerance (1e-4) is an error.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def export_metadata(run: LoadedRun) -> dict[str, Any]:
         "task": run.task.kind,
         "class_names": run.task.output_names,
         "activation": run.task.activation,
-        "input_shape": [-1, 1, *cfg.data.spatial_size],
+        "input_shape": [-1, cfg.in_channels, *cfg.data.spatial_size],
         "preprocessing": preprocessing_settings(cfg),
         "thresholds": threshold_values(thresholds),
         "threshold_rule": rule_summary(thresholds) if thresholds else run.task.default_decision,
@@ -54,7 +54,9 @@ def export_metadata(run: LoadedRun) -> dict[str, Any]:
 def sample_batch(run: LoadedRun, n: int = 2, seed: int = 0) -> torch.Tensor:
     """A seeded batch in the model's input range [0, 1]."""
     g = torch.Generator().manual_seed(seed)
-    return torch.rand((n, 1, *run.cfg.data.spatial_size), generator=g).to(run.device)
+    return torch.rand((n, run.cfg.in_channels, *run.cfg.data.spatial_size), generator=g).to(
+        run.device
+    )
 
 
 def export_torchscript(run: LoadedRun, path: Path, meta: dict[str, Any]) -> Path:

@@ -1,9 +1,10 @@
 """Predict new scans with a trained run (`python -m src.inference.predict --run R FILES --out F`).
 
-Files and folders (every image file directly inside) go through the run's own preprocessing,
-read from its checkpoint. Writes a CSV (one row per readable file: per-output probabilities
-``prob/<name>``, decisions ``pred/<name>`` at the run's thresholds or arg-max, and ``predicted``,
-the names decided positive) and a JSON beside it (the same plus class names, thresholds and
+Files and folders go through the run's own preprocessing, read from its checkpoint: a folder of
+DICOM slices (with or without a .dcm extension) is one scan, any other folder a list of its
+image files. Writes a CSV (one row per readable scan: per-output probabilities ``prob/<name>``,
+decisions ``pred/<name>`` at the run's thresholds or arg-max, and ``predicted``, the names
+decided positive) and a JSON beside it (the same plus class names, thresholds and
 their rule, and the files that failed). A file that cannot be read is named on stderr and the
 rest still run; the exit status is 0 when every file was predicted, 1 when any failed, 2 for a
 usage error.
@@ -22,6 +23,7 @@ import torch
 from monai.transforms import Compose
 
 from src.config import ConfigError
+from src.data.dicom import is_series_folder
 from src.data.records import IMAGE_SUFFIXES
 from src.data.transforms import build_augmentation, build_preprocessing
 from src.files import atomic_write, write_csv
@@ -31,11 +33,14 @@ from src.training.loop import predict
 
 
 def collect_inputs(paths: list[str]) -> tuple[list[Path], list[tuple[str, str]]]:
-    """Image files named or found directly in named folders; (files, [(path, why missing)])."""
+    """Scans named (files, DICOM series folders) or found directly in named folders;
+    (scans, [(path, why missing)])."""
     files, missing = [], []
     for name in paths:
         p = Path(name)
-        if p.is_dir():
+        if is_series_folder(p):
+            files.append(p)
+        elif p.is_dir():
             found = sorted(
                 f for f in p.iterdir() if f.is_file() and f.name.lower().endswith(IMAGE_SUFFIXES)
             )

@@ -189,7 +189,7 @@ def load_one_run(run_dir: Path, which: str, overrides: list[str] | None) -> Load
     device = resolve_device(cfg.train.device)
     task = build_task(cfg)
     model = create_model(
-        cfg.model.name, cfg.spatial_dims, 1, task.num_outputs, cfg.data.spatial_size,
+        cfg.model.name, cfg.spatial_dims, cfg.in_channels, task.num_outputs, cfg.data.spatial_size,
         **cfg.model.params,
     )  # fmt: skip
     load_model_state(model, ckpt["model"], str(path))

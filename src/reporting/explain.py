@@ -12,6 +12,7 @@ import argparse
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -58,9 +59,10 @@ def pick_cases(y: np.ndarray, p: np.ndarray, decided: np.ndarray, n: int) -> dic
     }
 
 
-def compute_cam(run: LoadedRun, cam, path: str, class_idx: int):
-    """(image, map, affine) of one file, both (spatial...) numpy arrays."""
-    image, affine = load_for_cam(path, run.cfg)
+def compute_cam(run: LoadedRun, cam, record: dict[str, Any], class_idx: int):
+    """(image, map, affine) of one record's scan, both (spatial...) numpy arrays; the image is
+    the first input channel (the first of data.windows)."""
+    image, affine = load_for_cam(record["image"], run.cfg, record.get("series_uid", ""))
     x = image[None].to(run.device).requires_grad_(True)
     heat = cam(x, class_idx).detach().cpu().numpy()[0, 0]
     return image.numpy()[0], heat, affine
@@ -101,7 +103,7 @@ def draw_gallery(
             len(rows), n_cols, figsize=(2.4 * n_cols, 2.3 * len(rows)), squeeze=False
         )
         for r, (kind, i) in enumerate(rows):
-            image, heat, _ = compute_cam(run, cam, records[i]["image"], j)
+            image, heat, _ = compute_cam(run, cam, records[i], j)
             for c, (view, img, hm) in enumerate(_views(image, heat, peak_voxel(heat))):
                 ax = axes[r, c]
                 ax.imshow(img, cmap="gray", origin="lower")
@@ -138,7 +140,7 @@ def localisation(
             found = regions.get(records[i]["id"], {}).get(name)
             if not found:
                 continue
-            _, heat, affine = compute_cam(run, cam, records[i]["image"], j)
+            _, heat, affine = compute_cam(run, cam, records[i], j)
             boxes = [world_box_to_voxels(b["bbox_mm"], affine) for b in found]
             hits += peak_in_boxes(peak_voxel(heat), boxes, margin)
             total += 1

@@ -102,14 +102,16 @@ def unit_range(cam: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def feature_shapes(model: nn.Module, names: list[str], size: list[int]) -> dict[str, tuple]:
-    """Spatial output shape of each named module for one input of ``size``."""
+def feature_shapes(
+    model: nn.Module, names: list[str], size: list[int], channels: int = 1
+) -> dict[str, tuple]:
+    """Spatial output shape of each named module for one input of ``size`` (``channels``)."""
     modules, shapes, handles = dict(model.named_modules()), {}, []
     for name in names:
         hook = (lambda n: lambda _m, _i, out: shapes.__setitem__(n, tuple(out.shape[2:])))(name)
         handles.append(modules[name].register_forward_hook(hook))
     try:
-        model(torch.zeros(1, 1, *size, device=next(model.parameters()).device))
+        model(torch.zeros(1, channels, *size, device=next(model.parameters()).device))
     finally:
         for h in handles:
             h.remove()
@@ -125,12 +127,14 @@ def cam_layer(model: nn.Module, cfg: Config, finest: bool = False) -> str:
         raise ModelError(f"model.name: no Grad-CAM layer known for {cfg.model.name!r}")
     if finest:
         return names[-1]
-    shapes = feature_shapes(model, names, cfg.data.spatial_size)
+    shapes = feature_shapes(model, names, cfg.data.spatial_size, cfg.in_channels)
     return next((n for n in names if min(shapes[n]) >= MIN_CAM_CELLS), names[-1])
 
 
 @torch.enable_grad()
-def receptive_field_offsets(model: nn.Module, layer: str, size: list[int]) -> tuple[float, ...]:
+def receptive_field_offsets(
+    model: nn.Module, layer: str, size: list[int], channels: int = 1
+) -> tuple[float, ...]:
     """Per axis, the input voxel at the centre of cell 0 of ``layer``'s map.
 
     Measured, not assumed: the centroid of |d(cell)^2 / d input| for the middle cell of the
@@ -144,7 +148,7 @@ def receptive_field_offsets(model: nn.Module, layer: str, size: list[int]) -> tu
     out: dict[str, torch.Tensor] = {}
     handle = module.register_forward_hook(lambda _m, _i, y: out.__setitem__("y", y))
     gen = torch.Generator().manual_seed(0)
-    x = torch.rand(1, 1, *size, generator=gen).to(param.device).requires_grad_(True)
+    x = torch.rand(1, channels, *size, generator=gen).to(param.device).requires_grad_(True)
     try:
         model(x)
     finally:
@@ -152,7 +156,7 @@ def receptive_field_offsets(model: nn.Module, layer: str, size: list[int]) -> tu
     grid = out["y"].shape[2:]
     middle = tuple(g // 2 for g in grid)
     out["y"][(0, slice(None), *middle)].pow(2).sum().backward()
-    weight = x.grad.detach().abs()[0, 0].double()
+    weight = x.grad.detach().abs()[0].sum(0).double()  # over the channels (windows)
     model.zero_grad(set_to_none=True)
     offsets = []
     for axis, (n, g) in enumerate(zip(size, grid, strict=True)):
@@ -183,11 +187,12 @@ def aligned_upsampler(offsets: tuple[float, ...]):
 
 
 def input_saliency(model: nn.Module, x: torch.Tensor, class_idx: int, smooth: int) -> torch.Tensor:
-    """max(d logit / d input, 0), box-smoothed over ``smooth`` voxels (odd), (B, 1, *spatial)."""
+    """max(d logit / d input, 0) summed over the channels (windows), box-smoothed over
+    ``smooth`` voxels (odd), (B, 1, *spatial)."""
     x = x.detach().clone().requires_grad_(True)
     model.zero_grad(set_to_none=True)
     model(x)[:, class_idx].sum().backward()
-    grad = x.grad.detach().clamp_min(0)
+    grad = x.grad.detach().clamp_min(0).sum(1, keepdim=True)
     pool = F.avg_pool3d if grad.dim() == 5 else F.avg_pool2d
     return pool(grad, smooth, 1, smooth // 2, count_include_pad=False) if smooth > 1 else grad
 
@@ -232,7 +237,8 @@ def build_cam(model: nn.Module, cfg: Config, method: str = "", layer: str = ""):
         return ViTTokenGradCAM(model, cfg.data.spatial_size, patch), text
     layer = layer or cam_layer(model, cfg, finest=method == "guided")
     cls = GradCAMpp if method == "gradcam++" else GradCAM
-    up = aligned_upsampler(receptive_field_offsets(model, layer, cfg.data.spatial_size))
+    offsets = receptive_field_offsets(model, layer, cfg.data.spatial_size, cfg.in_channels)
+    up = aligned_upsampler(offsets)
     cam = cls(nn_module=model, target_layers=layer, upsampler=up, postprocessing=unit_range)
     name = "Grad-CAM++" if method == "gradcam++" else "Grad-CAM"
     text = f"MONAI {name} on layer `{layer}`"
@@ -252,7 +258,7 @@ def build_cam(model: nn.Module, cfg: Config, method: str = "", layer: str = ""):
     if not cfg.evaluation.gradcam_shift_average:
         return one, text
     size = cfg.data.spatial_size
-    grid = feature_shapes(model, [layer], size)[layer]
+    grid = feature_shapes(model, [layer], size, cfg.in_channels)[layer]
     strides = tuple(max(1, round(n / g)) for n, g in zip(size, grid, strict=True))
     n_maps = 2 ** sum(s > 1 for s in strides)
     text += f", averaged over {n_maps} half-stride shifts"
@@ -265,9 +271,10 @@ def preprocessing_with_affine(cfg: Config) -> Compose:
     return Compose([*steps, EnsureTyped(keys="image", dtype=torch.float32, track_meta=True)])
 
 
-def load_for_cam(path: str, cfg: Config) -> tuple[torch.Tensor, np.ndarray]:
-    """(image (1, *spatial) float32, its voxel-to-world affine) as the model sees it."""
-    out = preprocessing_with_affine(cfg)({"image": path})["image"]
+def load_for_cam(path: str, cfg: Config, series_uid: str = "") -> tuple[torch.Tensor, np.ndarray]:
+    """(image (channels, *spatial) float32, its voxel-to-world affine) as the model sees it;
+    ``path`` a file or a DICOM series folder (``series_uid`` chooses among several)."""
+    out = preprocessing_with_affine(cfg)({"image": path, "series_uid": series_uid})["image"]
     return out.as_tensor(), np.asarray(out.affine, dtype=np.float64)
 
 

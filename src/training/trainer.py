@@ -197,7 +197,10 @@ def check_before_data(cfg: Config, task: Task) -> None:
     """Model name and parameters, the model's depth against the input size, and the monitored
     metric: mistakes found here cost no data loading."""
     check_model_params(cfg.model.name, cfg.model.params)
-    check_input_size(cfg.model.name, cfg.spatial_dims, 1, cfg.data.spatial_size, **cfg.model.params)
+    check_input_size(
+        cfg.model.name, cfg.spatial_dims, cfg.in_channels, cfg.data.spatial_size,
+        **cfg.model.params,
+    )  # fmt: skip
     logged = {f"val/{m}" for m in [*task.metric_names, "loss"]} | {"train/loss"}
     if cfg.train.monitor not in logged:
         heads = sorted(m for m in logged if "/" not in m.split("/", 1)[1])
@@ -217,7 +220,13 @@ def build_state(
     backbone frozen as ``model.freeze`` says; DDP under torchrun), AdamW with its schedule (head
     and backbone groups under ``model.pretrained``), the gradient scaler (fp16 only) and early
     stopping."""
-    args = (cfg.model.name, cfg.spatial_dims, 1, task.num_outputs, cfg.data.spatial_size)
+    args = (
+        cfg.model.name,
+        cfg.spatial_dims,
+        cfg.in_channels,
+        task.num_outputs,
+        cfg.data.spatial_size,
+    )
     model = create_model(*args, **cfg.model.params)
     head = head_keys(*args, **cfg.model.params) if cfg.model.pretrained else None
     if head is not None and weights is not None:

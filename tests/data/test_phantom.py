@@ -1,4 +1,5 @@
-"""The phantom CT generator: deterministic, real NIfTI, the findings the docs promise."""
+"""The phantom CT generator: deterministic, real NIfTI (or DICOM series of the same voxels),
+the findings the docs promise."""
 
 from __future__ import annotations
 
@@ -12,8 +13,14 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import torch
 
+from src.data.loaders import build_dataset, cache_folder
 from src.data.phantom import FINDINGS, generate_phantom_ct
+from src.data.records import label_matrix, read_records
+from src.data.validate import check_images
+from src.inference.predict import prediction_rows
+from src.inference.runtime import load_run
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -97,3 +104,31 @@ def test_same_seed_same_data_whatever_the_string_hash(tmp_path):
         roots.append(root)
     assert len(orders) > 1  # the processes really did iterate the set differently
     assert len({digest(r) for r in roots}) == 1
+
+
+def test_dicom_phantom_gives_the_nifti_phantoms_cached_tensors_and_predictions(
+    tiny_phantom, dicom_phantom, tiny_run, tmp_path
+):
+    run = load_run(tiny_run)
+    cfg, task = run.cfg, run.task
+    cfg.data.cache, cfg.data.cache_dir = "disk", str(tmp_path / "cache")
+    dicom = read_records(cfg, task, dicom_phantom / "labels.csv", dicom_phantom)
+    nifti = read_records(cfg, task, tiny_phantom / "labels.csv", tiny_phantom)[: len(dicom)]
+    assert [r["id"] + ".nii.gz" for r in dicom] == [r["id"] for r in nifti]
+    names = [sorted(os.listdir(r["image"]))[0] for r in dicom]
+    assert {n.endswith(".dcm") for n in names} == {True, False}  # as scanners name them
+    np.testing.assert_array_equal(label_matrix(dicom), label_matrix(nifti))
+    assert check_images(dicom, cfg, progress=False) == dicom
+    cached = {}
+    for name, recs in (("dicom", dicom), ("nifti", nifti)):
+        build_dataset(recs, cfg, train=False, progress=False)[0]  # writes the first entry
+        entries = sorted(cache_folder(cfg).glob("*.pt"), key=os.path.getmtime)
+        cached[name] = torch.load(entries[-1], weights_only=True)["image"]
+    # within the rounding of DICOM decimal strings (positions and spacings to 1e-6 mm)
+    torch.testing.assert_close(cached["dicom"], cached["nifti"], atol=1e-4, rtol=0)
+    probs = {}
+    for name, recs in (("dicom", dicom), ("nifti", nifti)):
+        rows, failed = prediction_rows(run, [Path(r["image"]) for r in recs], None)
+        assert not failed
+        probs[name] = np.array([[r[f"prob/{n}"] for n in task.output_names] for r in rows])
+    np.testing.assert_allclose(probs["dicom"], probs["nifti"], atol=1e-5)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+import torch
 
 from src.config import config_from_dict
 from src.data.transforms import build_augmentation, build_preprocessing, preprocessing_key
@@ -27,6 +28,7 @@ def key_with(**data):
         {"intensity_max": 500.0},
         {"orientation": "LPS"},
         {"cache_dtype": "float16"},
+        {"windows": ["lung", "bone"]},
     ],
 )
 def test_key_changes_with_preprocessing(change):
@@ -59,3 +61,17 @@ def test_augmentation_is_random_and_preprocessing_is_not():
         type(t).__name__.startswith("Rand") for t in build_augmentation(cfg, train=False).transforms
     )
     assert dataclasses.is_dataclass(cfg)
+
+
+def test_window_channels_equal_monai_windowing_of_each_window(tiny_phantom):
+    path = str(next((tiny_phantom / "images").glob("*.nii.gz")))
+    data = BASE["data"] | {"spacing": [8.0, 8.0, 8.0], "spatial_size": [32, 32, 24]}
+    windows = ["lung", "mediastinum", "bone", [0, 100]]
+    multi = config_from_dict({"data": data | {"windows": windows}})
+    assert multi.in_channels == 4
+    x = build_preprocessing(multi)({"image": path})["image"]
+    assert x.shape == (4, 32, 32, 24)
+    for c, (lo, hi) in enumerate([(-1000, 400), (-160, 240), (-500, 1300), (0, 100)]):
+        one = config_from_dict({"data": data | {"intensity_min": lo, "intensity_max": hi}})
+        expected = build_preprocessing(one)({"image": path})["image"]  # ScaleIntensityRanged
+        torch.testing.assert_close(x[c : c + 1], expected, atol=0, rtol=0)

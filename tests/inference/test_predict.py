@@ -62,3 +62,19 @@ def test_bad_run_folder_is_one_error_line(argv, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err == "error: --run: folder not found: no/such/run"
+
+
+def test_a_dicom_folder_is_one_scan_and_a_nifti_folder_a_list(
+    tiny_run, tiny_phantom, dicom_phantom, tmp_path
+):
+    series = sorted((dicom_phantom / "images").iterdir())[:2]
+    folder = tmp_path / "niftis"
+    folder.mkdir()
+    for f in sorted((tiny_phantom / "images").glob("*.nii.gz"))[:2]:
+        shutil.copy(f, folder / f.name)
+    out = tmp_path / "preds.csv"
+    argv = ["--run", str(tiny_run), *map(str, series), str(folder), "--out", str(out)]
+    assert main(argv) == 0
+    with open(out, newline="") as fh:
+        files = [r["file"] for r in csv.DictReader(fh)]
+    assert files == [*map(str, series), *map(str, sorted(folder.iterdir()))]
