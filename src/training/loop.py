@@ -40,8 +40,8 @@ def train_epoch(
     steps: list[dict[str, float]] | None = None,
 ) -> float:
     """One pass over ``batches`` (with ``len``); returns the sample-weighted mean training loss.
-    ``steps``, when given, receives a row per optimizer step: ``trainer/global_step``,
-    ``train/loss`` (mean of the step's finite batch losses) and the ``lr`` it stepped with.
+    ``steps``, when given, receives a row per optimizer step: ``step`` (``state.step`` after
+    it), ``loss`` (mean of its finite batch losses, this process's) and the ``lr`` it used.
 
     Gradients of ``train.accumulate`` batches are summed before a step, each loss scaled by the
     size of its group, so k batches of size b step like one batch of k*b; the last, partial
@@ -76,7 +76,7 @@ def train_epoch(
             optimizer_step(state, guard, i + 1)
             if steps is not None:
                 mean = group_total / group_count if group_count else float("nan")
-                steps.append({"trainer/global_step": state.step, "train/loss": mean, "lr": lr})
+                steps.append({"step": state.step, "loss": mean, "lr": lr})
             group_total, group_count = 0.0, 0
         bar.set_postfix(loss=f"{total / max(count, 1):.4f}")
     return total / count if count else float("nan")

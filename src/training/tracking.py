@@ -175,11 +175,12 @@ class Tracker:
                     return
 
     def log_epoch(self, row: Mapping[str, Any], steps: Sequence[Mapping[str, Any]]) -> None:
-        """An epoch's optimizer steps (``trainer/global_step``, ``train/loss``, ``lr``), then its
-        metrics row (``metrics.csv``'s: ``epoch``, ``step``, ``lr``, ``train/loss``, ``val/*``)
-        against ``epoch``; W&B's step is the optimizer step throughout."""
+        """An epoch's optimizer steps (``train_epoch``'s rows: ``step``, ``loss``, ``lr``) as
+        ``train/loss`` and ``lr`` against ``trainer/global_step``, then its metrics row
+        (``metrics.csv``'s) against ``epoch``; W&B's own step is the optimizer step."""
         for s in steps:
-            self.log(dict(s), step=int(s[STEP_AXIS]))
+            step = int(s["step"])
+            self.log({STEP_AXIS: step, "train/loss": s["loss"], "lr": s["lr"]}, step=step)
         epoch_row = {k: v for k, v in row.items() if k not in ("step", "lr", "train/loss")}
         epoch_row["train/epoch_loss"] = row["train/loss"]
         self.log(epoch_row, step=int(row["step"]))
