@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 import zlib
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ def read_records(path: Path) -> list[pb.Record]:
     data = Path(path).read_bytes()
     ident, _magic, _version = struct.unpack("<4sHB", data[:HEADER])
     assert ident == b":W&B", f"{path}: not a W&B run file"
+    if len(data) < HEADER:  # created, nothing written yet
+        return []
     records, pos, parts = [], HEADER, []
     while pos + HEADER <= len(data):
         if BLOCK - pos % BLOCK < HEADER:  # padding at the end of a block
@@ -34,6 +37,8 @@ def read_records(path: Path) -> list[pb.Record]:
         if kind == 0 and length == 0:  # a zero-filled tail: the log ends or the block does
             pos += BLOCK - pos % BLOCK
             continue
+        if pos + HEADER + length > len(data):  # a chunk still being written
+            break
         chunk = data[pos + HEADER : pos + HEADER + length]
         assert zlib.crc32(bytes([kind]) + chunk) & 0xFFFFFFFF == crc, f"{path}: bad CRC at {pos}"
         pos += HEADER + length
@@ -62,9 +67,15 @@ class LoggedRun:
     """What one offline run folder (``offline-run-*``) holds: history rows, metric definitions,
     artifacts, run files and chart specs (``_wandb.visualize`` in the config)."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, wait: float = 60.0):
         self.folder = Path(folder)
         (path,) = self.folder.glob("run-*.wandb")
+        # W&B's service may still be writing the file when ``finish()`` has returned: wait for
+        # the run's exit record, the last it writes
+        deadline = time.monotonic() + wait
+        while not any(r.WhichOneof("record_type") == "exit" for r in read_records(path)):
+            assert time.monotonic() < deadline, f"{path}: no exit record after {wait} s"
+            time.sleep(0.2)
         self.records = read_records(path)
         self.history = [_items(h.item) for h in self.of("history")]
         self.metrics = {m.name or m.glob_name: m.step_metric for m in self.of("metric")}
