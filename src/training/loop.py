@@ -37,11 +37,11 @@ def train_epoch(
     task: Task,
     guard: NonFiniteGuard | None = None,
     progress: bool = False,
-    steps: list[dict[str, float]] | None = None,
 ) -> float:
     """One pass over ``batches`` (with ``len``); returns the sample-weighted mean training loss.
-    ``steps``, when given, receives a row per optimizer step: ``step`` (``state.step`` after
-    it), ``loss`` (mean of its finite batch losses, this process's) and the ``lr`` it used.
+    ``state.step_rows`` then holds a row per optimizer step of the epoch: ``step``
+    (``state.step`` after it), ``loss`` (mean of its finite batch losses, this process's) and
+    the ``lr`` it used.
 
     Gradients of ``train.accumulate`` batches are summed before a step, each loss scaled by the
     size of its group, so k batches of size b step like one batch of k*b; the last, partial
@@ -55,6 +55,7 @@ def train_epoch(
     n_batches = len(batches)
     total, count = 0.0, 0
     group_total, group_count = 0.0, 0
+    state.step_rows = []
     optimizer.zero_grad(set_to_none=True)
     bar = tqdm(batches, desc="train", leave=False, disable=not progress, dynamic_ncols=True)
     for i, batch in enumerate(bar):
@@ -74,9 +75,8 @@ def train_epoch(
         if i + 1 == group_start + group_len:
             lr = state.lr
             optimizer_step(state, guard, i + 1)
-            if steps is not None:
-                mean = group_total / group_count if group_count else float("nan")
-                steps.append({"step": state.step, "loss": mean, "lr": lr})
+            mean = group_total / group_count if group_count else float("nan")
+            state.step_rows.append({"step": state.step, "loss": mean, "lr": lr})
             group_total, group_count = 0.0, 0
         bar.set_postfix(loss=f"{total / max(count, 1):.4f}")
     return total / count if count else float("nan")

@@ -97,9 +97,7 @@ def fit(cfg: Config, run_dir: Path, resume_from: Path | None = None) -> dict[str
         t0 = time.perf_counter()
         seed_everything(run.seed_of(epoch))  # dropout and anything else outside the data
         run.guard.epoch = epoch + 1
-        steps: list[dict[str, float]] = []  # per optimizer step, for W&B
-        batches = run.stream.epoch(epoch)
-        train_loss = train_epoch(state, batches, task, run.guard, run.progress, steps)
+        train_loss = train_epoch(state, run.stream.epoch(epoch), task, run.guard, run.progress)
         ddp.broadcast_buffers(state.model)  # every rank evaluates the statistics rank 0 saves
         row = {"epoch": epoch + 1, "step": state.step, "lr": state.lr}
         row |= {"train/loss": ddp.mean_over_ranks(train_loss)}
@@ -109,7 +107,7 @@ def fit(cfg: Config, run_dir: Path, resume_from: Path | None = None) -> dict[str
         improved = state.end_epoch(row)
         if ddp.is_main():
             save_epoch(run, improved)
-        run.tracker.log_epoch(row, steps)  # after the checkpoint: a resume never repeats it
+        run.tracker.log_epoch(row, state.step_rows)  # after the checkpoint: never repeated
         print(epoch_line(row, cfg, improved, time.perf_counter() - t0), flush=True)
         for name in collapsed_classes(state.history, cfg.train.watch_classes):
             warnings.warn(
