@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from src.config import Config, add_override_argument
+from src.config import Config, add_override_argument, show_progress
 from src.data.splits import run_splits
 from src.files import atomic_write, write_csv
 from src.inference.runtime import (
@@ -39,8 +39,8 @@ from src.inference.runtime import (
     split_outcomes,
 )
 from src.reporting import plots
-from src.reporting.explain import draw_gallery
-from src.reporting.report import log_to_wandb, split_statistics, write_report
+from src.reporting.explain import Gallery, draw_gallery, split_thumbnails
+from src.reporting.report import evaluation_log, split_statistics, write_report
 from src.reporting.thresholds import (
     choose_thresholds,
     rule_summary,
@@ -49,7 +49,7 @@ from src.reporting.thresholds import (
 )
 from src.training.curves import CURVE_FILES
 from src.training.metrics import confidence_intervals
-from src.training.tracking import Tracker
+from src.training.tracking import reopen_tracker
 from src.training.utils import group_folds, resolve_checkpoint
 
 DECISIONS = ("default", "validation_thresholds")
@@ -129,10 +129,16 @@ def make_figures(run: LoadedRun, sp: SplitOutcomes, out: Path) -> dict[str, Any]
     )
     tables = run.task.confusion_tables(sp.truth, sp.decided)
     figures["Confusion"] = plots.plot_confusion(tables, out / "confusion.png")
-    gallery, cam_method, n = [], "", run.cfg.evaluation.gradcam_per_group
+    gallery, n = Gallery([], "", {}), run.cfg.evaluation.gradcam_per_group
     if n > 0 and not run.members:  # maps explain one model; an ensemble's members differ
-        gallery, cam_method = draw_gallery(run, sp, out, n)
-    return {"figures": figures, "ece": ece, "gallery": gallery, "cam_method": cam_method}
+        gallery = draw_gallery(run, sp, out, n)
+    return {
+        "figures": figures,
+        "ece": ece,
+        "gallery": gallery.paths,
+        "cam_method": gallery.method,
+        "overlays": gallery.overlays,
+    }
 
 
 def evaluate_out_of_fold(run: LoadedRun, tta: bool) -> dict[str, Any]:
@@ -241,21 +247,24 @@ def evaluate_run(
             "split_table": split_statistics(parts, run.task),
         }
         summary["report"] = str(write_report(run.run_dir, context))
-        tracker = open_tracker(run)
-        if tracker is not None:
-            log_to_wandb(tracker, context, sp.probs, sp.truth)
-            tracker.finish()
+        log_evaluation(run, sp, context)
     with atomic_write(out / "metrics.json") as fh:
         json.dump(summary, fh, indent=1, default=float)
     return summary
 
 
-def open_tracker(run: LoadedRun) -> Tracker | None:
-    """The run's W&B run (continued by its id), with the run's own config; None when its
-    config does not track."""
-    if run.cfg.logging.wandb.mode == "disabled" or run.members:  # an ensemble: its runs track
-        return None
-    return Tracker(run.cfg, run.run_dir, run.ckpt.get("wandb_run_id", ""))
+def log_evaluation(run: LoadedRun, sp: SplitOutcomes, context: dict[str, Any]) -> None:
+    """The predictions table, curves and figures, and ``report.html``, to the run's W&B run
+    (continued by its id) when its config tracks; an ensemble's runs track themselves."""
+    if run.members:
+        return
+    tracker = reopen_tracker(run.cfg, run.run_dir, run.ckpt.get("wandb_run_id", ""))
+    if tracker is None or not tracker.active:
+        return
+    thumbnails = split_thumbnails(run, sp.records, show_progress(run.cfg))
+    tracker.log_evaluation(evaluation_log(context, sp, run.task, thumbnails, context["overlays"]))
+    tracker.save_files([run.run_dir / "report.html"])
+    tracker.finish()
 
 
 def evaluate_after_training(cfg: Config, run_dir: Path) -> dict[str, Any] | None:

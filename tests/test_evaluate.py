@@ -102,16 +102,7 @@ def test_evaluate_reopens_wandb_with_the_runs_own_settings(tiny_run, monkeypatch
     """The tracker gets the run's config (its evaluation.* included) plus the --set overrides,
     not the defaults."""
     seen = []
-
-    class Recorder:
-        def __init__(self, cfg, run_dir, run_id=""):
-            seen.append(cfg)
-            self.run = None
-
-        def finish(self):
-            pass
-
-    monkeypatch.setattr(evaluate, "Tracker", Recorder)
+    monkeypatch.setattr(evaluate, "reopen_tracker", lambda cfg, run_dir, run_id: seen.append(cfg))
     args = ["--run", str(tiny_run), "--split", "val", "--set", "logging.wandb.mode=offline"]
     assert evaluate.main([*args, "evaluation.seed=7"]) == 0
     (cfg,) = seen

@@ -308,8 +308,10 @@ class CheckpointConfig:
 class WandbConfig:
     """Weights & Biases tracking (metrics.csv in the run folder holds every epoch regardless)."""
 
-    mode: Literal["offline", "online", "disabled"] = "offline"
-    """offline: files in the run folder (wandb sync uploads them); online; disabled."""
+    mode: Literal["auto", "offline", "online", "disabled"] = "auto"
+    """auto: online when W&B credentials exist and the server answers within init_timeout, else
+    offline; offline: files in the run folder (wandb sync uploads them); online; disabled. The
+    environment variable WANDB_MODE wins over this key."""
     project: str = "radiology-classifier"
     """W&B project of the run."""
     entity: str = ""

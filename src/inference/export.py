@@ -6,7 +6,8 @@ decision thresholds with their rule: TorchScript as the extra file ``metadata.js
 the metadata property ``metadata``. A group or ensemble folder exports as one module whose
 logits' activation is the mean of its members' probabilities (``members`` in the metadata lists
 their checkpoints). After writing, each file is run on a seeded sample batch and its logits are
-compared with PyTorch's; a difference above the tolerance (1e-4) is an error.
+compared with PyTorch's; a difference above the tolerance (1e-4) is an error. A run tracked by
+W&B gets the files as a new version of its ``model`` artifact.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from src.data.transforms import preprocessing_settings
 from src.inference.runtime import USER_ERRORS, LoadedRun, load_run
 from src.reporting.thresholds import load_thresholds, rule_summary, threshold_values
 from src.training.loop import predict
+from src.training.tracking import reopen_tracker
 
 TOLERANCE = 1e-4
 
@@ -136,6 +138,18 @@ def export_run(run: LoadedRun, formats: list[str], out_dir: Path) -> dict[str, t
     return done
 
 
+def track_export(run: LoadedRun, done: dict[str, tuple[Path, float]]) -> None:
+    """The exported files as a version of the run's W&B ``model`` artifact, when the run was
+    tracked (its checkpoint holds a W&B run id) and its config still tracks."""
+    run_id = run.ckpt.get("wandb_run_id", "")
+    tracker = reopen_tracker(run.cfg, run.run_dir, run_id) if run_id else None
+    if tracker is None:
+        return
+    meta = export_metadata(run) | {"max_logit_difference": {f: d for f, (_, d) in done.items()}}
+    tracker.log_model({p.name: p for p, _ in done.values()}, ["exported", *done], meta)
+    tracker.finish()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m src.inference.export", description=__doc__)
     ap.add_argument("--run", required=True, help="run, group or ensemble folder")
@@ -147,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run = load_run(args.run, args.checkpoint)
         done = export_run(run, formats, Path(args.out) if args.out else run.run_dir / "export")
+        track_export(run, done)
     except (*USER_ERRORS, ExportError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,11 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from PIL import Image as PILImage
+from tqdm import tqdm
 
 from src.config import ConfigError
+from src.data.loaders import evaluation_loader
 from src.files import save_figure
 from src.inference.runtime import (
     USER_ERRORS,
@@ -39,8 +43,11 @@ from src.reporting.gradcam import (
     peak_voxel,
     world_box_to_voxels,
 )
+from src.training.tracking import Picture
 
 OUTCOMES = ("TP", "FP", "FN")
+THUMBNAIL_SIDE = 96  # pixels, each slice: a 1,000-scan split's table stays far below 50 MB
+JET = matplotlib.colormaps["jet"]
 
 
 def slug(name: str) -> str:
@@ -68,15 +75,58 @@ def compute_cam(run: LoadedRun, cam, record: dict[str, Any], class_idx: int):
     return image.numpy()[0], heat, affine
 
 
+def orthogonal_slices(volume: np.ndarray, at: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    """(view, slice) through voxel ``at``: axial, coronal and sagittal of a volume, or the 2D
+    image itself; transposed, to be shown with the origin at the bottom."""
+    if volume.ndim == 2:
+        return [("image", volume.T)]
+    x, y, z = at
+    return [("axial", volume[:, :, z].T), ("coronal", volume[:, y, :].T), ("sagittal", volume[x].T)]
+
+
 def _views(image: np.ndarray, heat: np.ndarray, peak: np.ndarray):
-    if image.ndim == 2:
-        return [("image", image.T, heat.T)]
-    x, y, z = peak
-    return [
-        ("axial", image[:, :, z].T, heat[:, :, z].T),
-        ("coronal", image[:, y, :].T, heat[:, y, :].T),
-        ("sagittal", image[x, :, :].T, heat[x, :, :].T),
-    ]
+    pairs = zip(orthogonal_slices(image, peak), orthogonal_slices(heat, peak), strict=True)
+    return [(v, img, hm) for (v, img), (_, hm) in pairs]
+
+
+def thumbnail(image: np.ndarray, heat: np.ndarray | None = None) -> np.ndarray:
+    """uint8 pixels of a W&B table thumbnail: a [0, 1] image's three orthogonal mid-slices side
+    by side (3D) or the image (2D), each at most ``THUMBNAIL_SIDE`` pixels; with a [0, 1]
+    ``heat`` map, the slices through its peak with the map overlaid (RGB)."""
+    at = np.array(image.shape) // 2 if heat is None else peak_voxel(heat)
+    slices = orthogonal_slices(np.clip(image, 0, 1), at)
+    maps = [m for _, m in orthogonal_slices(heat, at)] if heat is not None else [None] * len(slices)
+    panels = []
+    for (_, img), hm in zip(slices, maps, strict=True):
+        pixels = img if hm is None else (1 - 0.35) * img[..., None] + 0.35 * JET(hm)[..., :3]
+        panel = PILImage.fromarray(np.flipud(np.round(pixels * 255)).astype(np.uint8))
+        panel.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
+        panels.append(np.asarray(panel))
+    height = max(p.shape[0] for p in panels)
+    gap = [(0, 0)] * (panels[0].ndim - 2)  # RGB panels keep their channels
+    padded = [np.pad(p, [(0, height - p.shape[0]), (0, 1), *gap]) for p in panels]
+    return np.concatenate(padded, axis=1)[:, :-1]
+
+
+def split_thumbnails(
+    run: LoadedRun, records: list[dict], progress: bool = False
+) -> list[np.ndarray]:
+    """A ``thumbnail`` of every record, preprocessed as the model saw it (the run's caches)."""
+    out = []
+    batches = evaluation_loader(records, run.cfg)
+    for batch in tqdm(batches, desc="thumbnails", leave=False, disable=not progress):
+        out += [thumbnail(x[0].float().numpy()) for x in batch["image"]]
+    return out
+
+
+@dataclass
+class Gallery:
+    """The gallery's PNGs (one per class), how the maps were made, and an overlay thumbnail of
+    each scan shown (index in the split -> its first map) for the W&B predictions table."""
+
+    paths: list[Path]
+    method: str
+    overlays: dict[int, Picture]
 
 
 def draw_gallery(
@@ -86,13 +136,13 @@ def draw_gallery(
     n: int,
     method: str = "",
     layer: str = "",
-) -> tuple[list[Path], str]:
-    """One PNG per class with cases to show (rows TP/FP/FN cases, columns the slices), and
-    how the maps were made (``method`` / ``layer``: the run's ``evaluation.gradcam_*``)."""
+) -> Gallery:
+    """One PNG per class with cases to show (rows TP/FP/FN cases, columns the slices), made
+    with ``method`` / ``layer`` (default: the run's ``evaluation.gradcam_*``)."""
     cam, method = build_cam(run.model, run.cfg, method, layer)
     out_dir.mkdir(parents=True, exist_ok=True)
     records, probs = sp.records, sp.probs
-    paths = []
+    paths, overlays = [], {}
     for j, name in enumerate(run.task.output_names):
         cases = pick_cases(sp.truth[:, j], probs[:, j], sp.decided[:, j], n)
         rows = [(kind, i) for kind in OUTCOMES for i in cases[kind]]
@@ -104,6 +154,8 @@ def draw_gallery(
         )
         for r, (kind, i) in enumerate(rows):
             image, heat, _ = compute_cam(run, cam, records[i], j)
+            caption = f"{name}: {kind} p={probs[i, j]:.2f}"
+            overlays.setdefault(i, Picture(thumbnail(image, heat), caption))
             for c, (view, img, hm) in enumerate(_views(image, heat, peak_voxel(heat))):
                 ax = axes[r, c]
                 ax.imshow(img, cmap="gray", origin="lower")
@@ -117,7 +169,7 @@ def draw_gallery(
         save_figure(fig, path, dpi=80)
         plt.close(fig)
         paths.append(path)
-    return paths, method
+    return Gallery(paths, method, overlays)
 
 
 def localisation(
@@ -171,9 +223,9 @@ def main(argv: list[str] | None = None) -> int:
             )
         sp = split_outcomes(run, args.split, thresholds=run_thresholds(run))
         out = Path(args.run) / f"gradcam-{args.split}"
-        paths, method = draw_gallery(run, sp, out, args.n, args.method, args.layer)
-        print(method)
-        for path in paths:
+        gallery = draw_gallery(run, sp, out, args.n, args.method, args.layer)
+        print(gallery.method)
+        for path in gallery.paths:
             print(path)
         if args.localisation:
             print_localisation(localisation(run, sp, method=args.method, layer=args.layer))

@@ -1,6 +1,6 @@
 """The run report: ``report.html`` (self-contained: images embedded as base64, no external
 links) and ``report.md`` (figures as relative paths) in the run folder; the same figures and
-tables to W&B when a tracker is given.
+tables, with the predictions table, to W&B (``evaluation_log``).
 """
 
 from __future__ import annotations
@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import html
 import math
-import warnings
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,9 @@ import numpy as np
 
 from src.data.records import TaskLabels, label_matrix
 from src.files import atomic_write
+from src.inference.runtime import SplitOutcomes
+from src.training.tasks import Task
+from src.training.tracking import EvaluationLog, Picture
 
 HEAD_METRICS = (
     "roc_auc_macro",
@@ -231,29 +233,41 @@ def write_report(run_dir: Path, ctx: dict[str, Any]) -> Path:
     return out
 
 
-def log_to_wandb(tracker, ctx: dict[str, Any], probs: np.ndarray, onehot: np.ndarray) -> None:
-    """ROC curves, the metrics table and every figure to the tracker's W&B run, if any."""
-    if tracker is None or getattr(tracker, "run", None) is None:
-        return
-    try:
-        import wandb
-
-        split, names = ctx["split"], ctx["class_names"]
-        logged: dict[str, Any] = {}
-        for j, name in enumerate(names):
-            known = ~np.isnan(onehot[:, j])
-            if len(np.unique(onehot[known, j])) == 2:
-                p = probs[known, j]
-                logged[f"{split}/roc/{name}"] = wandb.plot.roc_curve(
-                    onehot[known, j].astype(int), np.c_[1 - p, p], labels=["negative", name]
-                )
-        table = wandb.Table(columns=["decision", "metric", "value", "lo", "hi"])
-        for decision, values in ctx["metrics"].items():
-            for key, v in values.items():
-                table.add_data(decision, key, v["value"], v["lo"], v["hi"])
-        logged[f"{split}/metrics_ci"] = table
-        for title, path in list(ctx["figures"].items()) + [(p.stem, p) for p in ctx["gallery"]]:
-            logged[f"{split}/figures/{title}"] = wandb.Image(str(path))
-        tracker.run.log(logged)
-    except Exception as err:  # tracking is never worth a failed evaluation
-        warnings.warn(f"W&B report logging failed ({err})", RuntimeWarning, stacklevel=2)
+def evaluation_log(
+    ctx: dict[str, Any],
+    sp: SplitOutcomes,
+    task: Task,
+    thumbnails: list[np.ndarray],
+    overlays: dict[int, Picture],
+) -> EvaluationLog:
+    """What W&B shows of an evaluated split: one table row per scan (id, patient, thumbnail,
+    true labels, probabilities and decisions per class, the Grad-CAM overlay of gallery scans),
+    the curves, the multi-class confusion matrix, per-class AUC with CIs and the figures."""
+    names = task.output_names
+    columns = [
+        "id",
+        "patient",
+        "thumbnail",
+        *(f"true/{n}" for n in names),
+        *(f"prob/{n}" for n in names),
+        *(f"pred/{n}" for n in names),
+        "gradcam",
+    ]
+    rows = [
+        [
+            r["id"],
+            r["patient"],
+            Picture(thumbnails[i]),
+            *(None if v != v else int(v) for v in sp.truth[i]),  # unknown label: empty
+            *(round(float(p), 6) for p in sp.probs[i]),
+            *(int(v) for v in sp.decided[i]),
+            overlays.get(i),
+        ]
+        for i, r in enumerate(sp.records)
+    ]
+    true_idx = task.class_indices(sp.truth)
+    class_index = None if true_idx is None else (true_idx, task.class_indices(sp.decided))
+    figures = dict(ctx["figures"]) | {p.stem: p for p in ctx["gallery"]}
+    return EvaluationLog(
+        sp.split, names, sp.probs, sp.truth, columns, rows, ctx["metrics"], figures, class_index
+    )

@@ -39,6 +39,9 @@ def train_epoch(
     progress: bool = False,
 ) -> float:
     """One pass over ``batches`` (with ``len``); returns the sample-weighted mean training loss.
+    ``state.step_rows`` then holds a row per optimizer step of the epoch: ``step``
+    (``state.step`` after it), ``loss`` (mean of its finite batch losses, this process's) and
+    the ``lr`` it used.
 
     Gradients of ``train.accumulate`` batches are summed before a step, each loss scaled by the
     size of its group, so k batches of size b step like one batch of k*b; the last, partial
@@ -51,6 +54,8 @@ def train_epoch(
     model.train()
     n_batches = len(batches)
     total, count = 0.0, 0
+    group_total, group_count = 0.0, 0
+    state.step_rows = []
     optimizer.zero_grad(set_to_none=True)
     bar = tqdm(batches, desc="train", leave=False, disable=not progress, dynamic_ncols=True)
     for i, batch in enumerate(bar):
@@ -64,10 +69,15 @@ def train_epoch(
         # all-reduce, and the reduced gradients then make every rank skip the step alike
         state.scaler.scale(loss / group_len).backward()
         if guard.loss_ok(loss):
-            total += loss.item() * len(x)
-            count += len(x)
+            weighted = loss.item() * len(x)
+            total, count = total + weighted, count + len(x)
+            group_total, group_count = group_total + weighted, group_count + len(x)
         if i + 1 == group_start + group_len:
+            lr = state.lr
             optimizer_step(state, guard, i + 1)
+            mean = group_total / group_count if group_count else float("nan")
+            state.step_rows.append({"step": state.step, "loss": mean, "lr": lr})
+            group_total, group_count = 0.0, 0
         bar.set_postfix(loss=f"{total / max(count, 1):.4f}")
     return total / count if count else float("nan")
 

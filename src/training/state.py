@@ -95,6 +95,8 @@ class TrainingState:
         self.epoch, self.step = 0, 0
         self.run_id = ""
         self.early_stopped = False
+        # the epoch's optimizer steps (train_epoch) until the tracker sends them; not saved
+        self.step_rows: list[dict[str, float]] = []
 
     @property
     def lr(self) -> float:

@@ -173,6 +173,10 @@ class Task:
             values = metric_replicates(probs, truth, decided, self.output_names, weights)
         return {self.renamed.get(k, k): v for k, v in values.items() if k not in self.dropped}
 
+    def class_indices(self, onehot: np.ndarray) -> np.ndarray | None:
+        """The one class of each row where the classes exclude each other, else None."""
+        return None
+
     def confusion_tables(
         self, truth: np.ndarray, decided: np.ndarray
     ) -> list[tuple[str, np.ndarray, list[str]]]:
@@ -286,6 +290,10 @@ class MultiClassTask(Task):
     def decisions(self, probs: np.ndarray, thresholds: Mapping[str, float] | None = None):
         """One-hot of the arg-max (thresholds do not apply)."""
         return np.eye(self.num_outputs)[np.asarray(probs).argmax(1)]
+
+    def class_indices(self, onehot: np.ndarray) -> np.ndarray:
+        """The one class of each row (W&B's confusion matrix)."""
+        return np.asarray(onehot).argmax(1)
 
     def confusion_tables(self, truth: np.ndarray, decided: np.ndarray):
         """One K x K matrix (truth in rows)."""

@@ -72,6 +72,7 @@ from src.training.utils import (
     run_folder_name,
     runs_of,
     save_checkpoint,
+    strategy_tag,
 )
 from src.training.watch import collapsed_classes, recall_text
 
@@ -118,7 +119,7 @@ def fit(cfg: Config, run_dir: Path, resume_from: Path | None = None) -> dict[str
         improved = state.end_epoch(row)
         if ddp.is_main():
             save_epoch(run, improved)
-        run.tracker.log(row, step=epoch + 1)
+        run.tracker.log_epoch(row, state.step_rows)  # after the checkpoint: never repeated
         print(epoch_line(row, cfg, improved, time.perf_counter() - t0), flush=True)
         for name in collapsed_classes(state.history, cfg.train.watch_classes):
             warnings.warn(
@@ -143,8 +144,29 @@ def fit(cfg: Config, run_dir: Path, resume_from: Path | None = None) -> dict[str
         "tracking": run.tracker.location,
     }
     run.tracker.summary(summary)
+    log_best_model(run)
     run.tracker.finish()
     return summary
+
+
+def log_best_model(run: Run) -> None:
+    """The best checkpoint (else the final one) as a version of the run's W&B ``model``
+    artifact, aliased ``best``, ``latest`` and the split strategy."""
+    cfg, stopper = run.cfg, run.state.stopper
+    path = run.paths["best"] if run.paths["best"].is_file() else run.paths["final"]
+    if not path.is_file():
+        return
+    strategy = strategy_tag(cfg) or cfg.data.split.strategy
+    aliases = ["best", "latest"] if path == run.paths["best"] else ["latest"]
+    metadata = {
+        "checkpoint": path.name,
+        "monitor": cfg.train.monitor,
+        "best_value": stopper.best,
+        "best_epoch": stopper.best_epoch,
+        "model": cfg.model.name,
+        "class_names": run.task.output_names,
+    }
+    run.tracker.log_model({path.name: path}, [*aliases, f"split-{strategy}"], metadata)
 
 
 def build_run(cfg: Config, run_dir: Path, resume_from: Path | None) -> Run:
@@ -188,6 +210,7 @@ def build_run(cfg: Config, run_dir: Path, resume_from: Path | None) -> Run:
         stream.start_at(state.epoch)
     tracker = Tracker(cfg, run_dir, state.run_id, enabled=ddp.is_main())
     state.run_id = tracker.run_id
+    tracker.save_files([run_dir / "config.yaml", run_dir / "splits.json"])
     paths = checkpoint_paths(run_dir, cfg)  # last/best/final, named by the split strategy
     guard = NonFiniteGuard(cfg.train.max_nonfinite_steps, paths["last"])
     return Run(cfg, run_dir, task, state, stream, val_loader, tracker, guard, paths, progress)
