@@ -44,7 +44,9 @@ def main(argv: list[str] | None = None) -> int:
         stats = analyzer.get_all_case_stats()
         seconds = time.perf_counter() - t0
     summary = stats["stats_summary"]["image_stats"]
-    print(f"DataAnalyzer: {len(names)} images in {seconds:.1f} s ({seconds / len(names):.3f} s each)")
+    print(
+        f"DataAnalyzer: {len(names)} images in {seconds:.1f} s ({seconds / len(names):.3f} s each)"
+    )
     print("spacing:", summary.get("spacing"))
     print("intensity:", summary.get("intensity"))
     return 0

@@ -12,6 +12,7 @@ from src.data.records import DataError
 from src.models import ModelError
 from src.plan.planner import data_settings, plan_dataset
 from src.plan.report import write_dataset_report
+from src.training.tasks import TASKS
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -22,12 +23,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument(
         "--label-columns", nargs="+", help="label column(s) (default: every other column)"
     )
-    ap.add_argument(
-        "--task", choices=["multilabel", "multiclass", "binary"], help="default: from the labels"
-    )
+    ap.add_argument("--task", choices=sorted(TASKS), help="default: from the labels")
     ap.add_argument("--memory-gb", type=float, help="memory budget (default: half the RAM, <= 16)")
     ap.add_argument("--device", default="cpu", help="cpu or cuda[:N]: where a step is measured")
-    ap.add_argument("--sample", type=int, default=64, help="images whose voxels are read")
+    ap.add_argument("--sample", type=int, default=32, help="images whose voxels are read")
     ap.add_argument("--out", required=True, help="the config to write, e.g. configs/mine.yaml")
     ap.add_argument(
         "--report-dir", help="fingerprint.json and dataset_report.html (default outputs/plan/NAME)"

@@ -182,7 +182,7 @@ def _groups(records: list[dict[str, Any]], task: Task) -> dict[str, Any]:
 
 
 def fingerprint(
-    cfg: Config, task: Task, sample: int = 64, seed: int = 0, progress: bool = True
+    cfg: Config, task: Task, sample: int = 32, seed: int = 0, progress: bool = True
 ) -> dict[str, Any]:
     """The fingerprint of the data set ``cfg.data`` names (``csv``, ``image_root``, columns),
     read as ``task`` reads labels: headers of every image, intensities of a seeded sample of
@@ -239,7 +239,11 @@ def fingerprint(
         "groups": _groups(records, task),
         "failed_checks": failed,
         "per_image": [
-            {"image": records[i]["id"], "shape": headers[i]["shape"], "spacing": headers[i]["spacing"]}
+            {
+                "image": records[i]["id"],
+                "shape": headers[i]["shape"],
+                "spacing": headers[i]["spacing"],
+            }
             for i in good
         ],
         "sample_images": [records[i]["image"] for i in picked],

@@ -123,7 +123,7 @@ def plan_dataset(
     report_dir: str | Path,
     memory_gb: float | None = None,
     device: str = "cpu",
-    sample: int = 64,
+    sample: int = 32,
     progress: bool = True,
 ) -> tuple[Config, dict[str, Any], Plan]:
     """Fingerprint the data set ``settings`` (``data_settings``) names, plan it, write the

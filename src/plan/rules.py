@@ -68,7 +68,7 @@ def _round_up(n: float, multiple: int = 4) -> int:
 
 
 def _pow2_at_most(n: float) -> int:
-    return 2 ** int(math.floor(math.log2(max(n, 1))))
+    return 2 ** math.floor(math.log2(max(n, 1)))
 
 
 def plan_geometry(fp: dict[str, Any], device: str) -> Plan:
@@ -287,7 +287,7 @@ def training_images(fp: dict[str, Any]) -> int:
     split = fp["groups"]["split_column"]
     if split:
         return int(sum(v for k, v in split.items() if k.startswith("train")))
-    return int(round(fp["images"] * (1 - VAL_FRACTION - TEST_FRACTION)))
+    return round(fp["images"] * (1 - VAL_FRACTION - TEST_FRACTION))
 
 
 def make_plan(
