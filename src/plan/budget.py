@@ -62,15 +62,20 @@ def measure_step(
         saved[t.data_ptr()] = t.numel() * t.element_size()
         return t
 
+    for _ in range(2):  # the second step is timed: the first pays for kernel selection
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+            torch.cuda.reset_peak_memory_stats(dev)
+        saved.clear()
+        start = time.perf_counter()
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            loss = model(x).float().square().mean()
+        loss.backward()
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        seconds = time.perf_counter() - start
     if dev.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(dev)
-    start = time.perf_counter()
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        loss = model(x).float().square().mean()
-    loss.backward()
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
         peak = int(torch.cuda.max_memory_allocated(dev))
     else:
         peak = fixed + sum(saved.values()) + x.numel() * x.element_size()
-    return StepCost(batch, peak, time.perf_counter() - start, fixed)
+    return StepCost(batch, peak, seconds, fixed)
