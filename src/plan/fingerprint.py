@@ -28,7 +28,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from src.config import Config
-from src.data.records import label_matrix, read_records
+from src.data.records import DataError, label_matrix, read_records
 from src.data.validate import NIFTI_SUFFIXES, header_problem, voxel_problem
 from src.training.tasks import Task
 
@@ -190,15 +190,21 @@ def fingerprint(
     records = read_records(cfg, task)
     headers, failed = [], []
     for r in tqdm(records, desc="headers", disable=not progress):
-        problem = header_problem(r["image"], 3)
+        problem, header = header_problem(r["image"], 3), None
+        if not problem:
+            try:
+                header = read_header(r["image"])
+            except Exception as err:  # an unreadable file is reported, not fatal to the plan
+                problem = f"header cannot be read ({type(err).__name__}: {str(err)[:120]})"
         if problem:
             failed.append({"image": r["id"], "row": r["row"], "problem": problem})
-            headers.append(None)
-            continue
-        headers.append(read_header(r["image"]))
+        headers.append(header)
     good = [i for i, h in enumerate(headers) if h is not None]
     if not good:
-        raise ValueError(f"{cfg.data.csv}: no image passed the header checks")
+        raise DataError(
+            f"{cfg.data.csv}: no image passed the header checks (first: row {failed[0]['row']}, "
+            f"{failed[0]['problem']}); check data.image_root and the files"
+        )
     rng = np.random.default_rng(seed)
     picked = sorted(rng.choice(good, min(sample, len(good)), replace=False).tolist())
     for i in picked:

@@ -53,7 +53,7 @@ def ct_set(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def xray_set(tmp_path_factory) -> Path:
-    """60 8-bit PNGs of 32 x 24 with an official split column and three classes."""
+    """60 8-bit PNGs of 32 x 24 with an official split column and three classes; one empty."""
     root = tmp_path_factory.mktemp("plan_xray")
     (root / "images").mkdir()
     rng = np.random.default_rng(1)
@@ -64,6 +64,7 @@ def xray_set(tmp_path_factory) -> Path:
         split = "train" if i < 40 else ("val" if i < 50 else "test")
         rows.append({"image": f"images/x{i}.png", "label": ["a", "b", "c"][i % 3], "split": split})
     write_rows(root / "labels.csv", rows)
+    (root / "images" / "x7.png").write_bytes(b"")  # a failed export: named in the report
     return root
 
 
@@ -118,7 +119,8 @@ def test_2d_plan_keeps_the_split_column_and_report_is_self_contained(xray_set, t
     assert {"html", "table", "img"} <= set(parser.tags) and "script" not in parser.tags
     assert parser.sources and all(s.startswith("data:image/png;base64,") for s in parser.sources)
     assert "http://" not in page and "https://" not in page
-    assert "Prevalence" in page and "Warnings" in page
+    assert "Prevalence" in page and "Warnings (1)" in page
+    assert "row 9, image images/x7.png: the file is empty" in page
 
 
 def test_bad_input_is_one_error_line(xray_set, tmp_path, capsys):
