@@ -21,11 +21,11 @@ written YAML. The rules, in the order they are applied:
 5. Model: ResNet (2D or 3D) with widths 16-128 trained from scratch; depth 10 under
    ``SMALL_SET`` training images, else 18. The stem downsamples by the largest of 1, 2, 4 that
    leaves at least ``STEM_MIN`` voxels per axis (14 = MedMNIST's 28 after a stride-2 stem).
-6. Batch: the effective batch is the power of two nearest ``n_train / 32`` (an epoch of about 32
-   optimizer steps), within 8..64. The per-step batch is the largest power of two up to it whose
-   measured training step (``src.plan.budget``) fits half the memory budget; ``accumulate``
-   makes up the rest. The learning rate follows the effective batch by square-root scaling:
-   2e-3 at 32 (AdamW), within 3e-4..4e-3.
+6. Batch: the effective batch is the largest power of two up to ``n_train / 32`` (an epoch of
+   at least 32 optimizer steps), within 8..64. The per-step batch is the largest power of two
+   up to it whose measured training step (``src.plan.budget``) fits half the memory budget;
+   ``accumulate`` makes up the rest. The learning rate follows the effective batch by
+   square-root scaling: 2e-3 at 32 (AdamW), within 3e-4..4e-3.
 7. Schedule: ``TARGET_STEPS`` optimizer steps in all: epochs = target / steps per epoch, within
    10..100; patience a third of the epochs (at least 5); warm-up 5 % of the steps.
 8. Imbalance: the task's loss weights (BCE ``pos_weight`` / inverse-frequency class weights, the
@@ -192,7 +192,10 @@ def plan_batch(
             f"step measured on {device}: {step_gb:.2f} GiB at this batch, budget "
             f"{budget / GIB:.1f} GiB (half of --memory-gb)",
         ),
-        "train.accumulate": (accumulate, f"effective batch {effective}: ~n_train / 32, in 8..64"),
+        "train.accumulate": (
+            accumulate,
+            f"effective batch {effective}: a power of two <= n_train / 32, in 8..64",
+        ),
         "optim.lr": (lr, f"2e-3 x sqrt({effective} / 32), in 3e-4..4e-3"),
     }, cost
 
