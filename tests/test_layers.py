@@ -1,6 +1,6 @@
 """Layers point one way: files -> config -> data -> models -> training -> evaluation / inference
-/ reporting -> the trainer's entry point. The imports of every module under ``src/`` are read
-with ``ast``: no module imports from a higher layer, none imports ``src`` lazily (inside a
+/ reporting -> plan -> the trainer's entry point. The imports of every module under ``src/`` are
+read with ``ast``: no module imports from a higher layer, none imports ``src`` lazily (inside a
 function or class), and the module graph has no cycle."""
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ LAYERS = [
     ("models", ["src.models"]),
     ("training", ["src.training"]),
     ("evaluation / inference / reporting", ["src.evaluate", "src.inference", "src.reporting"]),
+    ("plan", ["src.plan"]),  # `python -m src.plan`: fingerprint, rules, data-set report
     ("entry points", ["src.training.trainer"]),  # `python -m src.training.trainer`: fit + report
 ]
 

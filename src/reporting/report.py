@@ -183,6 +183,35 @@ def _notes(ctx: dict[str, Any]) -> list[str]:
     return notes
 
 
+def html_table(title: str, header: list[str], rows: list[list[str]]) -> str:
+    """A titled HTML table, every cell escaped."""
+    cells = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    trs = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows
+    )
+    return f"<h2>{html.escape(title)}</h2><table><tr>{cells}</tr>{trs}</table>"
+
+
+def html_figure(name: str, png: bytes, source: str = "") -> str:
+    """A titled PNG embedded as base64 (no file or network reference)."""
+    data = base64.b64encode(png).decode()
+    tag = f' data-figure="{html.escape(source)}"' if source else ""
+    return (
+        f'<div class="fig"><h3>{html.escape(name)}</h3><img alt="{html.escape(name)}"{tag} '
+        f'src="data:image/png;base64,{data}"></div>'
+    )
+
+
+def html_page(title: str, body: list[str]) -> str:
+    """A self-contained HTML page: the style inline, ``body`` fragments in order."""
+    return (
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>'
+        f"{html.escape(title)}</title><style>{STYLE}</style></head><body>"
+        + "\n".join(body)
+        + "</body></html>\n"
+    )
+
+
 def write_report(run_dir: Path, ctx: dict[str, Any]) -> Path:
     """Write ``report.html`` and ``report.md`` into ``run_dir``; returns the HTML path."""
     run_dir = Path(run_dir)
@@ -204,27 +233,14 @@ def write_report(run_dir: Path, ctx: dict[str, Any]) -> Path:
             *("| " + " | ".join(r) + " |" for r in rows),
             "",
         ]
-        cells = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-        trs = "".join(
-            "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows
-        )
-        body.append(f"<h2>{html.escape(name)}</h2><table><tr>{cells}</tr>{trs}</table>")
+        body.append(html_table(name, header, rows))
     md += ["## Figures", ""]
     body.append("<h2>Figures</h2>")
     for name, path in figures:
         rel = Path(path).relative_to(run_dir).as_posix()
-        data = base64.b64encode(Path(path).read_bytes()).decode()
         md += [f"### {name}", "", f"![{name}]({rel})", ""]
-        body.append(
-            f'<div class="fig"><h3>{html.escape(name)}</h3><img alt="{html.escape(name)}" '
-            f'data-figure="{html.escape(rel)}" src="data:image/png;base64,{data}"></div>'
-        )
-    page = (
-        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>'
-        f"{html.escape(title)}</title><style>{STYLE}</style></head><body>"
-        + "\n".join(body)
-        + "</body></html>\n"
-    )
+        body.append(html_figure(name, Path(path).read_bytes(), rel))
+    page = html_page(title, body)
     with atomic_write(run_dir / "report.md") as fh:
         fh.write("\n".join(md))
     out = run_dir / "report.html"

@@ -70,6 +70,15 @@ class Task:
             else None
         )
 
+    # the train key that weights the training loss against imbalance (planner: src.plan)
+    loss_weight_key = "pos_weight"
+
+    def class_shares(self, labels: np.ndarray) -> dict[str, float]:
+        """Per output, the share of the images in its rarer state (positive or negative): what
+        BCE's ``pos_weight`` evens out."""
+        p = self.one_hot(labels).mean(0)
+        return dict(zip(self.output_names, np.minimum(p, 1 - p).tolist(), strict=True))
+
     @property
     def num_outputs(self) -> int:
         return len(self.output_names)
@@ -238,6 +247,13 @@ class MultiClassTask(Task):
             return None
         return inverse_frequency_weights(train_labels, len(cfg.class_names))
 
+    loss_weight_key = "class_weights"
+
+    def class_shares(self, labels: np.ndarray) -> dict[str, float]:
+        """Share of the images in each class (what inverse-frequency weights even out)."""
+        p = self.one_hot(labels).mean(0)
+        return dict(zip(self.class_names, p.tolist(), strict=True))
+
     @property
     def threshold_names(self) -> list[str]:
         return []
@@ -334,6 +350,21 @@ def inverse_frequency_weights(labels: np.ndarray, num_classes: int) -> torch.Ten
     counts = np.bincount(labels.astype(int).reshape(-1), minlength=num_classes).astype(float)
     w = np.where(counts > 0, 1.0 / np.maximum(counts, 1), 0.0)
     return torch.as_tensor(w * num_classes / w.sum(), dtype=torch.float32)
+
+
+def infer_task(values: Mapping[str, list[str]]) -> tuple[str, list[str]]:
+    """The task kind and class names a CSV's label columns (column -> its cells) describe:
+    several columns -> multilabel (one 0/1 column per finding); one column of 0/1 -> binary;
+    one column of other values -> multiclass, classes sorted (numerically when indices)."""
+    if len(values) > 1:
+        return "multilabel", []
+    (cells,) = values.values()
+    distinct = sorted({c.strip() for c in cells if c.strip()})
+    if set(distinct) <= {"0", "1", "0.0", "1.0"}:
+        return "binary", []
+    if all(v.lstrip("-").isdigit() for v in distinct):
+        distinct = [str(v) for v in range(max(int(v) for v in distinct) + 1)]
+    return "multiclass", distinct
 
 
 def tta_flips(cfg: Config) -> list[Flip]:
