@@ -185,7 +185,8 @@ def build_run(cfg: Config, run_dir: Path, resume_from: Path | None) -> Run:
     weights = read_pretrained(cfg) if cfg.model.pretrained and ckpt is None else None
     if ddp.is_main():  # under torchrun rank 0 alone writes into the run folder
         (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-        remove_partial_writes(run_dir / "checkpoints")  # temp files of a killed run
+        for folder in (run_dir, run_dir / "checkpoints"):  # temp files of a killed run
+            remove_partial_writes(folder)
         save_config(cfg, run_dir / "config.yaml")
     with ddp.main_first():  # rank 0 makes the phantom and splits.json; the others then read them
         reuse = ckpt is not None or not ddp.is_main()

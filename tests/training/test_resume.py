@@ -54,6 +54,10 @@ def test_sigkill_then_resume_matches_uninterrupted(tiny_config, tmp_path):
     assert not (victim / "checkpoints" / "final.pt").exists()
     saved = torch.load(victim / "checkpoints" / "last.pt", weights_only=True)
     assert saved["epoch"] < 4
+    # what a kill inside an atomic write leaves, in the run folder and beside the checkpoints
+    leftovers = [victim / ".loss_curve.png.k1ll.tmp", victim / "checkpoints" / ".last.pt.k1ll.tmp"]
+    for tmp in leftovers:
+        tmp.write_bytes(b"torn")
 
     res = subprocess.run(
         train_cmd(config, "--resume", *common, "logging.run_name=victim"),
@@ -65,4 +69,5 @@ def test_sigkill_then_resume_matches_uninterrupted(tiny_config, tmp_path):
     assert res.returncode == 0, res.stderr
     assert f"resumed from {victim / 'checkpoints' / 'last.pt'}" in res.stdout
     assert rows(victim / "metrics.csv") == 4
+    assert not any(tmp.exists() for tmp in leftovers)
     assert (victim / "metrics.csv").read_text() == (runs / "ref" / "metrics.csv").read_text()
